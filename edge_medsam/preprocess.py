@@ -1,7 +1,8 @@
 """Model-frame geometry and preprocessing in numpy: the one source of the numbers for training and runtime.
 
 An image is resized so its longest side is ``size`` (aspect kept), normalised with the model's mean/std and
-zero-padded at the bottom/right to ``size x size`` (SAM's convention). Resizing is a separable linear map
+zero-padded at the bottom/right to ``size x size`` (SAM's convention); ``resize="stretch"`` instead resizes
+straight to ``size x size`` (MedSAM, SAM-Med2D). Resizing is a separable linear map
 ``out = Wy @ img @ Wx.T`` whose weight matrices are computed here once; the torch side
 (``edge_medsam.data.torch_preprocess``) applies the very same matrices, so both agree to float rounding.
 Downsampling uses an antialiasing triangle filter, upsampling plain bilinear interpolation (half-pixel centres).
@@ -20,6 +21,7 @@ from edge_medsam.errors import InputError
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SUPPORTED_SIZES = (256, 512, 1024)
+RESIZE_RULES = ("longest_side", "stretch")
 
 
 @dataclass(frozen=True)
@@ -29,11 +31,13 @@ class PreprocessConfig:
     size: int = 256
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
-    resize: str = "longest_side_pad_bottom_right"
+    resize: str = "longest_side"
 
     def __post_init__(self) -> None:
         if self.size < 16 or self.size % 16:
             raise InputError(f"input size {self.size} is not a positive multiple of 16", fix="use 256, 512 or 1024")
+        if self.resize not in RESIZE_RULES:
+            raise InputError(f"unknown resize rule {self.resize!r}", fix=f"use one of {', '.join(RESIZE_RULES)}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form for a manifest."""
@@ -53,15 +57,18 @@ class Geometry:
     height: int
     width: int
     size: int
+    keep_aspect: bool = True
 
     @property
     def scale(self) -> float:
-        """Model pixels per original pixel."""
+        """Model pixels per original pixel along the longest side."""
         return self.size / max(self.height, self.width)
 
     @property
     def resized(self) -> tuple[int, int]:
         """(height, width) of the image inside the padded frame."""
+        if not self.keep_aspect:
+            return self.size, self.size
         return int(self.height * self.scale + 0.5), int(self.width * self.scale + 0.5)
 
     def points_to_model(self, xy: np.ndarray) -> np.ndarray:
@@ -87,11 +94,11 @@ class Geometry:
         return self.points_to_original(boxes.reshape(*boxes.shape[:-1], 2, 2)).reshape(boxes.shape)
 
 
-def geometry_for(height: int, width: int, size: int) -> Geometry:
+def geometry_for(height: int, width: int, size: int, keep_aspect: bool = True) -> Geometry:
     """The placement of a height x width image in a size x size frame; rejects degenerate images."""
     if height < 2 or width < 2:
         raise InputError(f"image is {width}x{height} pixels, too small to segment", fix="give at least 2x2 pixels")
-    return Geometry(int(height), int(width), int(size))
+    return Geometry(int(height), int(width), int(size), bool(keep_aspect))
 
 
 @lru_cache(maxsize=256)
@@ -141,7 +148,7 @@ def to_model_input(image: np.ndarray, config: PreprocessConfig) -> tuple[np.ndar
     img = np.asarray(image, np.float32)
     if img.ndim != 3 or img.shape[2] != 3:
         raise InputError(f"image of shape {img.shape} is not (H, W, 3)", fix="normalise it with normalise_intensity")
-    geo = geometry_for(img.shape[0], img.shape[1], config.size)
+    geo = geometry_for(img.shape[0], img.shape[1], config.size, config.resize == "longest_side")
     new_h, new_w = geo.resized
     resized = resize_image(img, new_h, new_w)
     normalised = (resized - np.asarray(config.mean, np.float32)) / np.asarray(config.std, np.float32)

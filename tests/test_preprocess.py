@@ -115,3 +115,16 @@ def test_config_roundtrips_through_manifest_dict():
     config = PreprocessConfig(size=512)
     assert PreprocessConfig.from_dict(config.to_dict()) == config
     assert Geometry(10, 20, 256) == geometry_for(10, 20, 256)
+
+
+def test_stretch_rule_fills_the_frame_and_inverts():
+    config = PreprocessConfig(size=256, resize="stretch")
+    image = np.random.default_rng(3).random((120, 300, 3), dtype=np.float32)
+    x, geo = to_model_input(image, config)
+    assert geo.resized == (256, 256) and not geo.keep_aspect
+    x_t, _ = to_model_input_torch(torch.from_numpy(image).permute(2, 0, 1), config)
+    np.testing.assert_allclose(x, x_t.numpy(), atol=2e-5)
+    np.testing.assert_allclose(geo.points_to_model(np.array([300.0, 120.0])), [256, 256], rtol=1e-6)
+    assert logits_to_original(np.zeros((64, 64), np.float32), geo).shape == (120, 300)
+    with pytest.raises(InputError, match="resize rule"):
+        PreprocessConfig(resize="crop")

@@ -25,7 +25,7 @@ def to_model_input_torch(image: torch.Tensor, config: PreprocessConfig) -> tuple
     if batch.dim() != 4 or batch.shape[1] != 3:
         raise InputError(f"image tensor of shape {tuple(image.shape)} is not (3, H, W) or (B, 3, H, W)",
                          fix="put channels first")
-    geo = geometry_for(batch.shape[-2], batch.shape[-1], config.size)
+    geo = geometry_for(batch.shape[-2], batch.shape[-1], config.size, config.resize == "longest_side")
     new_h, new_w = geo.resized
     resized = resize_image_torch(batch.float(), new_h, new_w)
     mean = torch.tensor(config.mean, dtype=resized.dtype, device=resized.device).view(1, 3, 1, 1)

@@ -1,0 +1,1 @@
+"""Training engine shared by teachers and distillation: loop, AMP, DDP, atomic checkpoints, exact resume, logs."""
