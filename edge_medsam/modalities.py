@@ -159,7 +159,8 @@ def normalise_intensity(
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
         raise InputError(f"pixels of type {arr.dtype} are not numbers", fix="give a numeric image")
     if arr.size == 0 or min(arr.shape[:2]) < 2:
-        raise InputError(f"image of {arr.shape[1]}x{arr.shape[0]} pixels is too small", fix="give an image of at least 2x2 pixels")
+        raise InputError(f"image of {arr.shape[1]}x{arr.shape[0]} pixels is too small",
+                         fix="give an image of at least 2x2 pixels")
     if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
         raise InputError("image contains NaN or Inf values", fix="replace non-finite values before segmenting")
     source_dtype = arr.dtype

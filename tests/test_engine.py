@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 from edge_medsam import EdgeMedSAMError
 from edge_medsam.engine.checkpoint import atomic_save, load_checkpoint
 from edge_medsam.engine.sampler import ResumableSampler
-from edge_medsam.engine.trainer import Trainer, TrainConfig
+from edge_medsam.engine.trainer import TrainConfig, Trainer
 
 
 class PairDataset(Dataset):
@@ -87,7 +87,7 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     trainer = Trainer(make_model(), NoisyRegression(blow_up_at=7), PairDataset(), config(), tmp_path)
-    with pytest.raises(EdgeMedSAMError, match="loss became nan at step 7"):
+    with pytest.raises(EdgeMedSAMError, match=r"loss became nan at step 7"):
         trainer.fit()
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 5
 
@@ -105,7 +105,7 @@ def test_atomic_save_leaves_no_partial_file(tmp_path):
     assert torch.equal(load_checkpoint(target)["w"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(EdgeMedSAMError, match="junk.pt"):
+    with pytest.raises(EdgeMedSAMError, match=r"junk\.pt"):
         load_checkpoint(tmp_path / "junk.pt")
 
 

@@ -1,0 +1,60 @@
+"""Student configuration: trunk, widths, input size and the number of modality slots."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from edge_medsam.errors import EdgeMedSAMError
+from edge_medsam.modalities import MODALITIES
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """Architecture of the edge student; stored in checkpoints and bundle manifests.
+
+    ``modality_slots`` may exceed the registry so new modalities can be added later without a new trunk.
+    """
+
+    trunk: str = "efficientvit_b0"
+    image_size: int = 256
+    embed_dim: int = 128
+    decoder_depth: int = 2
+    decoder_heads: int = 4
+    decoder_mlp_dim: int = 512
+    num_masks: int = 3
+    adapter_rank: int = 8
+    modality_slots: int = len(MODALITIES)
+    skip_dim: int = 32
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StudentConfig:
+        """Build from a mapping, rejecting unknown keys."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise EdgeMedSAMError(f"unknown student settings {sorted(unknown)}", fix=f"use only {sorted(known)}")
+        return cls(**data)
+
+
+PRESETS: dict[str, StudentConfig] = {
+    # Shipped demo and CPU quickstart: a few MB, tens of milliseconds on two cores.
+    "tiny": StudentConfig(),
+    # The full student trained on GPU: wider trunk and decoder.
+    "base": StudentConfig(trunk="efficientvit_b1", embed_dim=256, decoder_heads=8, decoder_mlp_dim=1024,
+                          adapter_rank=16),
+    # Higher-resolution variant for small structures.
+    "base512": StudentConfig(trunk="efficientvit_b1", image_size=512, embed_dim=256, decoder_heads=8,
+                             decoder_mlp_dim=1024, adapter_rank=16),
+}
+
+
+def student_preset(name: str) -> StudentConfig:
+    """A named configuration ("tiny", "base", "base512")."""
+    if name not in PRESETS:
+        raise EdgeMedSAMError(f"unknown student preset {name!r}", fix=f"use one of {', '.join(PRESETS)}")
+    return PRESETS[name]
