@@ -1,0 +1,1 @@
+"""Training tasks (teacher fine-tuning, student distillation) that run on the engine."""

@@ -1,0 +1,203 @@
+"""MMDKD for the edge student: general embedding distillation, modality-decoupled distillation, and the decoder
+stage with prompts in the loop (ground truth + teacher masks), self-prompt, refinement clicks and modality labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edge_medsam.data.prompt_batch import pack_prompts
+from edge_medsam.data.prompts import points_from_error, simulate_prompts
+from edge_medsam.engine.trainer import StepContext
+from edge_medsam.models.student import EdgeStudent
+from edge_medsam.models.teachers.base import best_mask
+from edge_medsam.training.losses import (
+    embedding_distillation,
+    mask_losses,
+    resize_target,
+    soft_mask_distillation,
+)
+from edge_medsam.training.teacher_view import TeacherView
+
+STAGES = ("general", "decoupled", "decoder")
+
+
+@dataclass
+class DistillConfig:
+    """Loss weights and prompt simulation of one MMDKD stage (the recipe's `distill:` section)."""
+
+    stage: str = "decoder"
+    embed_weight: float = 1.0
+    cosine_weight: float = 0.0
+    kd_mask_weight: float = 1.0
+    gt_mask_weight: float = 1.0
+    auto_weight: float = 1.0
+    patch_weight: float = 1.0
+    confidence_weight: float = 0.5
+    modality_weight: float = 0.2
+    refine_weight: float = 1.0
+    max_objects: int = 4
+    box_prob: float = 0.5
+    encoder_lr_scale: float = 0.1  # decoder stage: the encoder keeps learning, slowly (0 freezes it)
+
+
+class DistillationModel(nn.Module):
+    """What the engine trains: the student plus a 1x1 projection of its embedding onto the teacher's width."""
+
+    def __init__(self, student: EdgeStudent, teacher_dim: int | None):
+        super().__init__()
+        self.student = student
+        dim = student.config.embed_dim
+        self.projector = nn.Conv2d(dim, teacher_dim, 1) if teacher_dim else nn.Identity()
+
+
+def stage_param_groups(model: DistillationModel, config: DistillConfig, lr: float) -> list[dict[str, Any]]:
+    """Trainable parameters of a stage (everything else is frozen)."""
+    student = model.student
+    modality_ids = {id(p) for p in student.modality_parameters()}
+    encoder = list(student.encoder.parameters())
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if config.stage == "general":
+        groups = [{"params": [p for p in encoder if id(p) not in modality_ids]},
+                  {"params": list(model.projector.parameters())}]
+    elif config.stage == "decoupled":
+        groups = [{"params": [p for p in encoder if id(p) in modality_ids]},
+                  {"params": list(model.projector.parameters()), "lr": lr * 0.1}]
+    else:
+        rest = [p for name, p in student.named_parameters() if not name.startswith("encoder.")]
+        groups = [{"params": rest}]
+        if config.encoder_lr_scale > 0:
+            groups.append({"params": encoder, "lr": lr * config.encoder_lr_scale})
+    for group in groups:
+        group.setdefault("lr", lr)
+        for p in group["params"]:
+            p.requires_grad_(True)
+    return [g for g in groups if g["params"]]
+
+
+class StudentDistillTask:
+    """One MMDKD stage as an engine task; teachers come through TeacherView (one for all, or one per modality)."""
+
+    def __init__(self, config: DistillConfig, teacher: TeacherView | None):
+        if config.stage not in STAGES:
+            raise ValueError(f"unknown stage {config.stage!r}; use one of {STAGES}")
+        if config.stage != "decoder" and teacher is None:
+            raise ValueError(f"stage {config.stage!r} distils embeddings and needs a teacher")
+        self.config = config
+        self.teacher = teacher
+
+    def training_step(self, model: DistillationModel, batch: dict[str, torch.Tensor],
+                      ctx: StepContext) -> dict[str, torch.Tensor]:
+        images = batch["image"].to(ctx.device)
+        labels = batch["labels"].to(ctx.device)
+        modality = batch["modality"].to(ctx.device)
+        with ctx.autocast():
+            features, self_prompt = model.student.encode(images, modality)
+            out: dict[str, torch.Tensor] = {}
+            losses: list[torch.Tensor] = []
+            if self.config.stage in ("general", "decoupled"):
+                target = self.teacher.embeddings(batch, images, modality)
+                projected = model.projector(features.embedding)
+                target = _match_grid(target, projected.shape[-2:])
+                out["embed"] = embedding_distillation(projected, target, self.config.cosine_weight)
+                losses.append(self.config.embed_weight * out["embed"])
+                out["modality_ce"] = F.cross_entropy(features.modality_logits.float(), modality)
+                if self.config.stage == "general":
+                    losses.append(self.config.modality_weight * out["modality_ce"])
+            else:
+                losses.extend(self._decoder_losses(model, batch, images, labels, modality, features, self_prompt,
+                                                   ctx, out))
+            out["loss"] = torch.stack([term.float() for term in losses]).sum()
+        return out
+
+    def _decoder_losses(self, model: DistillationModel, batch: dict[str, torch.Tensor], images: torch.Tensor,
+                        labels: torch.Tensor, modality: torch.Tensor, features: Any, self_prompt: Any,
+                        ctx: StepContext, out: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        cfg, student = self.config, model.student
+        losses = []
+        foreground = (labels > 0).float()
+        # Self-prompt: patch map against pooled ground truth, confidence against the map's own Dice.
+        grid = self_prompt.patch_logits.shape[-2:]
+        pooled = resize_target(foreground, tuple(grid))
+        out["patch"] = F.binary_cross_entropy_with_logits(self_prompt.patch_logits.squeeze(1).float(), pooled)
+        with torch.no_grad():
+            hard = (self_prompt.patch_logits.squeeze(1) > 0).float()
+            truth = (pooled > 0.5).float()
+            inter = (hard * truth).sum((1, 2))
+            dice = torch.where(hard.sum((1, 2)) + truth.sum((1, 2)) > 0,
+                               2 * inter / (hard.sum((1, 2)) + truth.sum((1, 2))).clamp(min=1), torch.ones_like(inter))
+        out["confidence_mse"] = F.mse_loss(self_prompt.confidence.float(), dice)
+        out["modality_ce"] = F.cross_entropy(features.modality_logits.float(), modality)
+        losses += [cfg.patch_weight * out["patch"], cfg.confidence_weight * out["confidence_mse"],
+                   cfg.modality_weight * out["modality_ce"]]
+        # Fully automatic: the union of the annotated objects.
+        masks, iou = student.decode(features, self_prompt)
+        auto = mask_losses(masks, foreground, iou)
+        out["auto_dice_loss"] = auto["dice_loss"]
+        losses.append(cfg.auto_weight * auto["loss"])
+        # Prompted objects (boxes / points), then one refinement click from the error region with the mask.
+        prompts = self._simulate(labels, ctx.rng)
+        if prompts is None:
+            return losses
+        image_index, coords, point_labels, targets = prompts
+        masks, iou = student.decode(features, self_prompt, image_index=image_index, points=coords, labels=point_labels)
+        prompted = mask_losses(masks, targets, iou)
+        out["prompt_dice_loss"], out["prompt_iou"] = prompted["dice_loss"], prompted["iou"]
+        losses.append(cfg.gt_mask_weight * prompted["loss"])
+        if self.teacher is not None and cfg.kd_mask_weight > 0:
+            teacher_logits = self.teacher.masks(batch, images, modality, image_index, coords, point_labels)
+            chosen = masks.gather(1, prompted["best"][:, None, None, None].expand(-1, 1, *masks.shape[-2:]))
+            out["kd_mask"] = soft_mask_distillation(chosen, teacher_logits)
+            losses.append(cfg.kd_mask_weight * out["kd_mask"])
+        if cfg.refine_weight > 0:
+            refined = self._refine(student, features, self_prompt, image_index, coords, point_labels,
+                                   best_mask(masks, iou)[0][:, 0].detach(), targets, ctx.rng)
+            out["refine_dice_loss"] = refined["dice_loss"]
+            losses.append(cfg.refine_weight * refined["loss"])
+        return losses
+
+    def _simulate(self, labels: torch.Tensor, rng: np.random.Generator):
+        index, boxes, points, targets = [], [], [], []
+        for b, label_map in enumerate(labels.cpu().numpy()):
+            for obj in simulate_prompts(label_map, rng, max_objects=self.config.max_objects,
+                                        box_prob=self.config.box_prob, n_pos=(1, 3), n_neg=(0, 2)):
+                index.append(b)
+                boxes.append(obj.box)
+                points.append((obj.coords, obj.point_labels) if len(obj.point_labels) else None)
+                targets.append(obj.target)
+        if not index:
+            return None
+        coords, point_labels = pack_prompts(boxes, points)
+        device = labels.device
+        return (torch.tensor(index, device=device), torch.from_numpy(coords).to(device),
+                torch.from_numpy(point_labels).to(device),
+                torch.from_numpy(np.stack(targets).astype(np.float32)).to(device))
+
+    def _refine(self, student: EdgeStudent, features: Any, self_prompt: Any, image_index: torch.Tensor,
+                coords: torch.Tensor, point_labels: torch.Tensor, previous: torch.Tensor, targets: torch.Tensor,
+                rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """One interactive round: a click from the error region plus the previous logits as the mask prompt."""
+        full = F.interpolate(previous[:, None].float(), size=targets.shape[-2:], mode="bilinear", align_corners=False)
+        clicks = [points_from_error(pred, target, rng, n=1)
+                  for pred, target in zip((full[:, 0] > 0).cpu().numpy(), targets.cpu().numpy() > 0.5, strict=True)]
+        extra_c, extra_l = pack_prompts([None] * len(clicks), clicks)
+        masks, iou = student.decode(
+            features, self_prompt, image_index=image_index,
+            points=torch.cat([coords, torch.from_numpy(extra_c).to(coords.device)], 1),
+            labels=torch.cat([point_labels, torch.from_numpy(extra_l).to(coords.device)], 1),
+            mask_input=previous[:, None])
+        return mask_losses(masks, targets, iou)
+
+
+def _match_grid(target: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if target.shape[-2:] == size:
+        return target
+    if target.shape[-2] > size[0]:
+        return F.adaptive_avg_pool2d(target, size)
+    return F.interpolate(target, size=size, mode="bilinear", align_corners=False)

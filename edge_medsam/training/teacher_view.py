@@ -1,0 +1,111 @@
+"""Teachers as the student sees them: the student's model-frame batch re-normalised and resized for each
+teacher, prompts scaled into the teacher's frame, and teacher embeddings cached per sample."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edge_medsam.data.torch_preprocess import resize_image_torch
+from edge_medsam.models.teachers.base import TeacherProfile, best_mask
+from edge_medsam.preprocess import PreprocessConfig
+
+
+def reframe(images: torch.Tensor, source: PreprocessConfig, profile: TeacherProfile) -> torch.Tensor:
+    """[B, 3, S, S] images normalised for ``source`` → the teacher's size, channel order and normalisation."""
+    unit = images * images.new_tensor(source.std).view(1, 3, 1, 1) + images.new_tensor(source.mean).view(1, 3, 1, 1)
+    target = profile.preprocess
+    if target.size != images.shape[-1]:
+        unit = resize_image_torch(unit, target.size, target.size)
+    if profile.channel_order == "BGR":
+        unit = unit.flip(1)  # SAM-Med2D's weights saw cv2-loaded (BGR) images
+    return (unit - images.new_tensor(target.mean).view(1, 3, 1, 1)) / images.new_tensor(target.std).view(1, 3, 1, 1)
+
+
+class TeacherView:
+    """One teacher for every modality, or one per modality index (falling back to ``default``).
+
+    Both frames are square and padded the same way (bottom/right), so the teacher's frame is the student's
+    scaled by ``teacher_size / student_size``; teacher embeddings of dataset samples are cached in memory
+    (the dataset is deterministic per index).
+    """
+
+    def __init__(self, default: nn.Module | None, student: PreprocessConfig,
+                 per_modality: Mapping[int, nn.Module] | None = None, cache: bool = True):
+        self.default = default
+        self.per_modality = dict(per_modality or {})
+        self.student = student
+        self._cache: dict[tuple[int, int], torch.Tensor] | None = {} if cache else None
+        for teacher in self.teachers():
+            teacher.eval()
+            for p in teacher.parameters():
+                p.requires_grad_(False)
+
+    def teachers(self) -> list[nn.Module]:
+        """Every distinct teacher."""
+        found = [self.default, *self.per_modality.values()]
+        unique: list[nn.Module] = []
+        for teacher in found:
+            if teacher is not None and all(teacher is not t for t in unique):
+                unique.append(teacher)
+        return unique
+
+    def to(self, device: torch.device) -> TeacherView:
+        """Move the teachers."""
+        for teacher in self.teachers():
+            teacher.to(device)
+        return self
+
+    def _teacher(self, modality: int) -> nn.Module:
+        teacher = self.per_modality.get(modality, self.default)
+        if teacher is None:
+            raise ValueError(f"no teacher for modality index {modality} and no default teacher")
+        return teacher
+
+    def _frame(self, teacher: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        return reframe(images, self.student, teacher.profile)
+
+    @torch.no_grad()
+    def _features(self, teacher: nn.Module, images: torch.Tensor):
+        return teacher.encode(self._frame(teacher, images))
+
+    @torch.no_grad()
+    def embeddings(self, batch: dict[str, torch.Tensor], images: torch.Tensor, modality: torch.Tensor) -> torch.Tensor:
+        """Each sample's teacher embedding [B, C, h, w] (cached by dataset index and teacher)."""
+        out: list[torch.Tensor | None] = [None] * images.shape[0]
+        for b in range(images.shape[0]):
+            teacher = self._teacher(int(modality[b]))
+            key = (int(batch["index"][b]), id(teacher))
+            if self._cache is not None and key in self._cache:
+                out[b] = self._cache[key].to(images.device, torch.float32)
+        missing = [b for b, v in enumerate(out) if v is None]
+        for b in missing:
+            teacher = self._teacher(int(modality[b]))
+            emb = self._features(teacher, images[b : b + 1]).embedding[0].float()
+            out[b] = emb
+            if self._cache is not None:
+                self._cache[(int(batch["index"][b]), id(teacher))] = emb.to("cpu", torch.float16)
+        return torch.stack(out)  # type: ignore[arg-type]
+
+    @torch.no_grad()
+    def masks(self, batch: dict[str, torch.Tensor], images: torch.Tensor, modality: torch.Tensor,
+              image_index: torch.Tensor, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The teacher's best low-res mask logits [N, 1, h, w] for the same prompts (scaled to its frame);
+        each image is encoded once and all of its objects decoded in one call."""
+        out: list[torch.Tensor | None] = [None] * image_index.shape[0]
+        for b in image_index.unique().tolist():
+            rows = (image_index == b).nonzero().flatten()
+            teacher = self._teacher(int(modality[b]))
+            scale = teacher.profile.preprocess.size / images.shape[-1]
+            features = self._features(teacher, images[b : b + 1])
+            logits, iou = teacher.decode(features, points=(coords[rows][None] * scale, labels[rows][None]),
+                                         multimask=True)
+            for row, mask in zip(rows.tolist(), best_mask(logits, iou)[0][:, 0], strict=True):
+                out[row] = mask
+        size = max(m.shape[-1] for m in out)  # type: ignore[union-attr]
+        return torch.stack([m if m.shape[-1] == size else  # type: ignore[union-attr]
+                            F.interpolate(m[None, None], size=(size, size), mode="bilinear", align_corners=False)[0, 0]
+                            for m in out])[:, None]
