@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from edge_medsam.errors import EdgeMedSAMError
 from edge_medsam.modalities import get_modality
 
 
@@ -36,6 +34,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     layout.add_argument("root", type=Path)
     layout.add_argument("--layout", default="auto", help="auto (default), folder_pairs, samed2d, nnunet, medsam_npz")
     layout.add_argument("--modality", default=None, help="modality for layouts that do not say it")
+    layout.add_argument("--verify", action="store_true", help="read every sample and report the unreadable ones")
     layout.set_defaults(handler=run_layout)
 
 
@@ -49,4 +48,76 @@ def run_synth(args: argparse.Namespace) -> int:
     manifest = write_corpus(args.out, per_modality=args.per_modality, size=args.size, seed=args.seed,
                             style_shift=args.style_shift, modalities=modalities, volumes=args.volumes)
     print(f"corpus written: {manifest}")
+    return 0
+
+
+def _read_any(path: Path):
+    """An Image2D, or a Volume for folders, zips and 3D files."""
+    from edge_medsam.errors import InputError
+    from edge_medsam.io import read_image, read_volume
+
+    if path.is_dir() or path.suffix.lower() == ".zip":
+        return read_volume(path)
+    try:
+        return read_image(path)
+    except InputError as err:
+        if path.name.lower().endswith((".nii", ".nii.gz", ".dcm", ".npz")):
+            try:
+                return read_volume(path)
+            except InputError:
+                raise err from None
+        raise
+
+
+def _describe(path: Path, item) -> dict:
+    from edge_medsam.io import Volume
+
+    info = {"path": str(path), "kind": "volume" if isinstance(item, Volume) else "image",
+            "dtype": str(item.voxels.dtype if isinstance(item, Volume) else item.pixels.dtype),
+            "modality": item.modality, "hounsfield": item.hounsfield, "window": item.window}
+    if isinstance(item, Volume):
+        info.update(shape=list(item.shape), spacing=[round(s, 4) for s in item.spacing])
+    else:
+        info.update(shape=list(item.pixels.shape), spacing=list(item.spacing) if item.spacing else None)
+    return info
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    """Read each input; print one line (or JSON object) per input; exit 1 if any failed, after trying all."""
+    import json
+
+    from edge_medsam.errors import EdgeMedSAMError
+
+    failed = 0
+    for path in args.paths:
+        try:
+            info = _describe(path, _read_any(path))
+        except EdgeMedSAMError as err:
+            failed += 1
+            line = {"path": str(path), "error": str(err)} if args.json else f"error: {err}"
+            print(json.dumps(line) if args.json else line, file=sys.stderr if not args.json else sys.stdout)
+            continue
+        if args.json:
+            print(json.dumps(info))
+        else:
+            extras = [f"modality={info['modality']}"] if info["modality"] else []
+            if info["hounsfield"]:
+                extras.append("HU")
+            if info["window"]:
+                extras.append("window={:g}/{:g}".format(*info["window"]))
+            if info["spacing"]:
+                extras.append("spacing=" + "x".join(f"{s:g}" for s in info["spacing"]))
+            shape = "x".join(str(s) for s in info["shape"])
+            print(f"{path}: {info['kind']} {shape} {info['dtype']} {' '.join(extras)}".rstrip())
+    return 1 if failed else 0
+
+
+def run_layout(args: argparse.Namespace) -> int:
+    """Detect the layout, print counts per modality and what was skipped."""
+    from edge_medsam.data.layouts import open_dataset
+
+    dataset = open_dataset(args.root, args.layout, args.modality)
+    if args.verify:
+        dataset = dataset.verified(progress=True)
+    print(dataset.summary())
     return 0

@@ -94,6 +94,8 @@ class StudentDistillTask:
 
     def training_step(self, model: DistillationModel, batch: dict[str, torch.Tensor],
                       ctx: StepContext) -> dict[str, torch.Tensor]:
+        if self.teacher is not None:
+            self.teacher.to(ctx.device)
         images = batch["image"].to(ctx.device)
         labels = batch["labels"].to(ctx.device)
         modality = batch["modality"].to(ctx.device)

@@ -34,7 +34,9 @@ ARCHS: dict[str, SamArch] = {
     "vit_b": SamArch("vit_b", 768, 12, 12, (2, 5, 8, 11)),
     "vit_l": SamArch("vit_l", 1024, 24, 16, (5, 11, 17, 23)),
     "vit_h": SamArch("vit_h", 1280, 32, 16, (7, 15, 23, 31)),
-    # Not a released model: small enough to run the real code paths on CPU in tests.
+    # Not released models: a CPU-trainable teacher for the quickstart, and a test size for the real code paths.
+    "vit_mini": SamArch("vit_mini", 192, 4, 3, (1, 3), prompt_dim=96, decoder_mlp_dim=384, decoder_heads=4,
+                        iou_hidden_dim=96),
     "vit_tiny": SamArch("vit_tiny", 64, 2, 2, (1,), prompt_dim=32, decoder_mlp_dim=64, decoder_heads=4,
                         iou_hidden_dim=32),
 }

@@ -1,0 +1,213 @@
+"""A DICOM series from a folder (or a zip of one) → Volume, sorted in space, with its RAS affine."""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+import warnings
+import zipfile
+import zlib
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from edge_medsam.errors import InputError
+from edge_medsam.io.dicom import (
+    Frame,
+    check_image_dataset,
+    decode,
+    dicom_errors,
+    dicom_modality,
+    drop_pixels,
+    frame_attributes,
+    number_of_frames,
+    pixel_values,
+    read_dataset,
+    read_dicom_file_volume,
+    volume_from_frames,
+)
+from edge_medsam.io.files import PathLike, check_voxels, existing_file, resolve_limits
+from edge_medsam.io.types import ReadLimits, Volume
+
+MAX_FILES = 100_000
+_DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+_FOLDER_FIX = "give the folder that holds the .dcm files of one series (or a zip of it)"
+
+
+def _candidates(folder: Path) -> list[Path]:
+    files: list[Path] = []
+    for root, dirs, names in os.walk(folder):
+        dirs.sort()
+        files.extend(Path(root) / n for n in sorted(names))
+        if len(files) > MAX_FILES:
+            raise InputError(f"holds more than {MAX_FILES} files", path=folder, fix=_FOLDER_FIX)
+    return files
+
+
+def _header(file: Path) -> Dataset | None:
+    """The header of a DICOM image file, or None for anything else (other files in the folder are ignored)."""
+    marked = False
+    try:
+        with open(file, "rb") as f:
+            marked = f.read(132)[128:132] == b"DICM"
+        if not marked and file.suffix.lower() not in _DICOM_SUFFIXES:
+            return None
+        ds = pydicom.dcmread(file, stop_before_pixels=True, force=not marked)
+        if "Rows" not in ds or "Columns" not in ds or str(ds.get("Modality", "")).upper() in ("SEG", "RTSTRUCT"):
+            return None
+        return ds
+    except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, KeyError, AttributeError):
+        if marked:
+            warnings.warn(f"{file}: skipped, the DICOM header cannot be read", stacklevel=4)
+        return None
+
+
+def _describe(uid: str, members: list[tuple[Path, Dataset]]) -> dict[str, Any]:
+    ds = members[0][1]
+    return {"series_instance_uid": uid, "images": len(members), "modality": str(ds.get("Modality", "")),
+            "description": str(ds.get("SeriesDescription", ""))}
+
+
+def _choose_series(groups: dict[str, list[tuple[Path, Dataset]]], series_uid: str | None, folder: str
+                   ) -> tuple[str, list[dict[str, Any]]]:
+    if series_uid is not None:
+        if series_uid not in groups:
+            raise InputError(f"holds no series {series_uid}", path=folder,
+                             fix=f"use one of: {', '.join(sorted(groups))}")
+        chosen = series_uid
+    else:
+        chosen = max(sorted(groups), key=lambda uid: len(groups[uid]))
+    others = [_describe(uid, m) for uid, m in sorted(groups.items()) if uid != chosen]
+    if others and series_uid is None:
+        listed = "; ".join(f"{o['series_instance_uid']} ({o['modality']} {o['description']!r}, {o['images']} images)"
+                           for o in others)
+        warnings.warn(f"{folder}: holds {len(groups)} series; reading the largest, {chosen} "
+                      f"({len(groups[chosen])} images); also there: {listed}", stacklevel=4)
+    return chosen, others
+
+
+def _check_uniform(members: list[tuple[Path, Dataset]], label: Callable[[Path], str], shown: str) -> None:
+    sizes: dict[tuple[int, int, int], list[Path]] = defaultdict(list)
+    for file, ds in members:
+        sizes[(int(ds.Rows), int(ds.Columns), int(ds.get("SamplesPerPixel") or 1))].append(file)
+    if len(sizes) > 1:
+        listed = ", ".join(f"{c}x{r}x{s} ({len(f)} files, e.g. {Path(label(f[0])).name})"
+                           for (r, c, s), f in sizes.items())
+        raise InputError(f"the series mixes image sizes: {listed}", path=shown,
+                         fix="give a folder that holds one series of same-sized images")
+
+
+def _read_series(folder: Path, limits: ReadLimits, series_uid: str | None, label: Callable[[Path], str],
+                 shown: str) -> Volume:
+    groups: dict[str, list[tuple[Path, Dataset]]] = defaultdict(list)
+    files = _candidates(folder)
+    for file in files:
+        header = _header(file)
+        if header is not None:
+            groups[str(header.get("SeriesInstanceUID", ""))].append((file, header))
+    if not groups:
+        raise InputError(f"holds no DICOM images ({len(files)} files looked at)", path=shown, fix=_FOLDER_FIX)
+    chosen, others = _choose_series(groups, series_uid, shown)
+    members = groups[chosen]
+    if any(number_of_frames(ds) > 1 for _, ds in members):
+        if len(members) == 1:
+            volume = read_dicom_file_volume(members[0][0], limits)
+            volume.meta["other_series"] = others
+            return volume
+        raise InputError(f"the series is split over {len(members)} multi-frame files", path=shown,
+                         fix="read one multi-frame file at a time with read_volume")
+    _check_uniform(members, label, shown)
+    rows, cols = int(members[0][1].Rows), int(members[0][1].Columns)
+    limits.check_2d(rows, cols, shown)
+    check_voxels((cols, rows, len(members)), limits, shown)
+    datasets: list[Dataset] = []
+    frames: list[Frame] = []
+    for file, _ in members:
+        ds = read_dataset(file)
+        with dicom_errors(label(file)):
+            check_image_dataset(ds, label(file))
+            frames.append(pixel_values(decode(ds, label(file)), ds, frame_attributes(ds, 0)))
+        datasets.append(drop_pixels(ds))
+    numbers = [int(ds.InstanceNumber) if ds.get("InstanceNumber") not in (None, "") else None for ds in datasets]
+    with dicom_errors(shown):
+        voxels, affine, window, meta, order = volume_from_frames(frames, datasets, numbers, shown)
+    first = datasets[order[0]]
+    modality, hounsfield, code = dicom_modality(first)
+    meta.update({"format": "dicom", "dicom_modality": code, "series_instance_uid": chosen,
+                 "series_description": str(first.get("SeriesDescription", "")), "other_series": others,
+                 "files": [os.path.relpath(members[i][0], folder) for i in order]})
+    return Volume(voxels=voxels, affine=affine, path=Path(shown), modality=modality, hounsfield=hounsfield,
+                  window=window, source=[datasets[i] for i in order], meta=meta)
+
+
+def read_dicom_series(folder: PathLike, limits: ReadLimits | None = None, *, series_uid: str | None = None
+                      ) -> Volume:
+    """Read the DICOM series in ``folder`` (searched recursively; other files ignored) as a Volume.
+
+    With several series the largest is read and a warning lists the others (``series_uid`` picks one).
+    ``source`` holds the sorted datasets without their pixel data (what DICOM-SEG needs to reference them).
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise InputError("is not a folder", path=root, fix=_FOLDER_FIX)
+    return _read_series(root, resolve_limits(limits), series_uid, str, str(root))
+
+
+def extract_zip(archive: Path, destination: Path, *, max_bytes: int, max_members: int = MAX_FILES) -> None:
+    """Extract ``archive`` into ``destination``, refusing paths that leave it and more than ``max_bytes`` of data."""
+    fix = "re-create the zip from the series folder (relative paths, no links)"
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            members = [m for m in zf.infolist() if not m.is_dir()]
+            if len(members) > max_members:
+                raise InputError(f"zip holds {len(members)} files, over the limit of {max_members}", path=archive,
+                                 fix=fix)
+            if sum(m.file_size for m in members) > max_bytes:
+                raise InputError(f"zip expands to more than {max_bytes} bytes", path=archive,
+                                 fix="unpack it yourself and give the folder, or raise EDGE_MEDSAM_MAX_VOXELS")
+            root = destination.resolve()
+            written = 0
+            for member in members:
+                parts = PurePosixPath(member.filename.replace("\\", "/")).parts
+                target = root.joinpath(*parts).resolve()
+                if not parts or parts[0].startswith("/") or ":" in parts[0] or ".." in parts \
+                        or not target.is_relative_to(root):
+                    raise InputError(f"zip member {member.filename!r} points outside the archive", path=archive,
+                                     fix=fix)
+                if stat.S_ISLNK(member.external_attr >> 16):
+                    continue  # a link is no series file, and following it could leave the folder
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(member) as src, open(target, "wb") as out:
+                    while chunk := src.read(1 << 20):
+                        written += len(chunk)  # the sizes in the zip directory may lie; count what comes out
+                        if written > max_bytes:
+                            raise InputError(f"zip expands to more than {max_bytes} bytes", path=archive,
+                                             fix="unpack it yourself and give the folder")
+                        out.write(chunk)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, RuntimeError, EOFError, zlib.error, NotImplementedError,
+            OSError) as err:
+        raise InputError(f"not a readable zip archive ({err})", path=archive,
+                         fix="check the download; encrypted zips are not supported") from err
+
+
+def read_dicom_zip(path: PathLike, limits: ReadLimits | None = None, *, series_uid: str | None = None) -> Volume:
+    """Read a DICOM series from a zip archive (extracted safely to a temporary folder) as a Volume."""
+    archive = existing_file(path)
+    limits = resolve_limits(limits)
+    with tempfile.TemporaryDirectory(prefix="edge-medsam-") as tmp:
+        folder = Path(tmp)
+        # Pixel data takes 2-4 bytes a voxel; the rest allows for headers and files that are not images.
+        extract_zip(archive, folder, max_bytes=8 * limits.max_voxels + (1 << 20))
+
+        def label(file: Path) -> str:
+            return f"{archive}/{file.relative_to(folder).as_posix()}"
+
+        volume = _read_series(folder, limits, series_uid, label, str(archive))
+    volume.path = archive
+    return volume

@@ -1,0 +1,172 @@
+"""`edge-medsam pipeline RECIPE`: data → teacher → distilled student → evaluation → report, in `runs/<name>/`.
+
+Each stage writes into its own folder and records, in ``runs/<name>/pipeline.json``, the hash of everything it
+depends on (its recipe sections and the hashes of the stages before it). A stage whose hash is unchanged and
+whose outputs exist is skipped; ``--from STAGE`` forces that stage and the ones after it; a stage that was
+interrupted resumes from its last checkpoint when its hash is unchanged, and restarts clean when it changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge_medsam.engine.logs import atomic_write_text
+from edge_medsam.errors import EdgeMedSAMError
+from edge_medsam.recipes import Recipe, load_recipe
+
+
+@dataclass
+class StageContext:
+    """What a stage sees: the recipe, its folder, the outputs of earlier stages, and whether to resume."""
+
+    recipe: Recipe
+    run_dir: Path
+    stage_dir: Path
+    outputs: dict[str, dict[str, Any]]
+    resume: bool
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A pipeline stage: its name, the recipe sections it depends on, and the function that runs it."""
+
+    name: str
+    sections: tuple[str, ...]
+    run: Callable[[StageContext], dict[str, Any]]
+
+
+def _stage_data(ctx: StageContext) -> dict[str, Any]:
+    from edge_medsam.data.synth import write_corpus
+
+    data = ctx.recipe.data
+    if data.root:
+        return {"train_root": str(Path(data.root).resolve()), "shift_root": None}
+    synth = data.synth
+    train = write_corpus(ctx.stage_dir / "corpus", per_modality=synth.per_modality, size=synth.size, seed=synth.seed,
+                         modalities=synth.modalities, volumes=synth.volumes)
+    shift = None
+    if synth.style_shift_per_modality:
+        shift = write_corpus(ctx.stage_dir / "style_shift", per_modality=synth.style_shift_per_modality,
+                             size=synth.size, seed=synth.seed + 1_000_003, style_shift=True,
+                             modalities=synth.modalities, volumes=0)
+    return {"train_root": str(train.parent), "shift_root": str(shift.parent) if shift else None}
+
+
+def _splits(ctx: StageContext):
+    from edge_medsam.training.jobs import data_splits
+
+    return data_splits(ctx.outputs["data"]["train_root"], ctx.recipe.data)
+
+
+def _stage_teacher(ctx: StageContext) -> dict[str, Any]:
+    from edge_medsam.training.jobs import train_teacher
+
+    train, _ = _splits(ctx)
+    path = train_teacher(ctx.recipe.teacher, train, ctx.stage_dir, seed=ctx.recipe.seed, resume=ctx.resume)
+    return {"model": str(path)}
+
+
+def _stage_distill(ctx: StageContext) -> dict[str, Any]:
+    from edge_medsam.training.jobs import distill_student
+
+    train, _ = _splits(ctx)
+    path = distill_student(ctx.recipe.student, ctx.recipe.distill, ctx.outputs["teacher"]["model"], train,
+                           ctx.stage_dir, seed=ctx.recipe.seed, resume=ctx.resume)
+    return {"model": str(path)}
+
+
+def _stage_evaluate(ctx: StageContext) -> dict[str, Any]:
+    from edge_medsam.data.layouts import open_dataset
+    from edge_medsam.evaluation import evaluate, segmenter_for
+    from edge_medsam.models.files import load_model
+
+    _, test = _splits(ctx)
+    sets = {"held_out": test}
+    shift_root = ctx.outputs["data"].get("shift_root")
+    if shift_root:
+        sets["style_shift"] = list(open_dataset(shift_root).samples)
+    cfg = ctx.recipe.evaluate
+    reports: dict[str, str] = {}
+    for model_name in ("teacher", "distill"):
+        model = load_model(ctx.outputs[model_name]["model"])
+        for set_name, samples in sets.items():
+            if cfg.limit:
+                samples = samples[: cfg.limit]
+            report = evaluate(segmenter_for(model), samples, prompts=tuple(cfg.prompts), max_objects=cfg.max_objects)
+            out = ctx.stage_dir / f"{'student' if model_name == 'distill' else 'teacher'}_{set_name}"
+            report.write(out)
+            reports[out.name] = str(out / "metrics.json")
+    return {"reports": reports}
+
+
+def _stage_report(ctx: StageContext) -> dict[str, Any]:
+    from edge_medsam.reporting import write_report
+
+    path = write_report(ctx.recipe, ctx.outputs, ctx.stage_dir.parent / "report.md")
+    return {"report": str(path)}
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("data", ("data",), _stage_data),
+    Stage("teacher", ("seed", "data", "teacher"), _stage_teacher),
+    Stage("distill", ("seed", "data", "student", "distill"), _stage_distill),
+    Stage("evaluate", ("evaluate",), _stage_evaluate),
+    Stage("report", (), _stage_report),
+)
+STAGE_NAMES = tuple(stage.name for stage in STAGES)
+
+
+def _state_path(run_dir: Path) -> Path:
+    return run_dir / "pipeline.json"
+
+
+def _read_state(run_dir: Path) -> dict[str, Any]:
+    path = _state_path(run_dir)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def run_pipeline(recipe_path: str | Path, runs_dir: str | Path = "runs", from_stage: str | None = None,
+                 log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run every stage that is out of date; returns the recorded state (outputs per stage)."""
+    recipe = load_recipe(recipe_path)
+    if from_stage is not None and from_stage not in STAGE_NAMES:
+        raise EdgeMedSAMError(f"unknown stage {from_stage!r}", fix=f"use one of {', '.join(STAGE_NAMES)}")
+    run_dir = Path(runs_dir) / recipe.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "recipe.json", json.dumps(recipe.to_dict(), indent=2))
+    state = _read_state(run_dir)
+    outputs: dict[str, dict[str, Any]] = {}
+    upstream = ""
+    forced = False
+    for stage in STAGES:
+        forced = forced or stage.name == from_stage
+        digest = hashlib.sha256((upstream + recipe.section_hash(*stage.sections) + stage.name).encode()).hexdigest()[:16]
+        upstream = digest
+        record = state.get(stage.name, {})
+        stage_dir = run_dir / stage.name
+        if not forced and record.get("hash") == digest and record.get("done"):
+            log(f"[{stage.name}] up to date, skipped")
+            outputs[stage.name] = record["outputs"]
+            continue
+        resume = not forced and record.get("hash") == digest and stage_dir.exists()
+        if not resume and stage_dir.exists():
+            shutil.rmtree(stage_dir)
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        state[stage.name] = {"hash": digest, "done": False}
+        atomic_write_text(_state_path(run_dir), json.dumps(state, indent=2))
+        log(f"[{stage.name}] {'resuming' if resume else 'running'}")
+        started = time.perf_counter()
+        result = stage.run(StageContext(recipe, run_dir, stage_dir, outputs, resume))
+        seconds = round(time.perf_counter() - started, 1)
+        outputs[stage.name] = result
+        state[stage.name] = {"hash": digest, "done": True, "outputs": result, "seconds": seconds}
+        atomic_write_text(_state_path(run_dir), json.dumps(state, indent=2))
+        log(f"[{stage.name}] done in {seconds} s")
+    return state

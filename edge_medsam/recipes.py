@@ -1,0 +1,161 @@
+"""Recipes: one YAML file describing a whole job (data → teacher → distilled student → bundle → report).
+
+Every section is a dataclass; unknown keys are errors that name the recipe file and the valid keys, so a typo
+never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edge_medsam.errors import EdgeMedSAMError
+
+
+def _build(cls: type, data: dict[str, Any] | None, where: str, path: Path | None) -> Any:
+    data = dict(data or {})
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise EdgeMedSAMError(f"unknown keys {unknown} in section {where!r}", path=path,
+                              fix=f"use only {sorted(known)}")
+    return cls(**data)
+
+
+@dataclass
+class SynthSection:
+    """Synthetic corpus to generate (when the recipe brings no data of its own)."""
+
+    per_modality: int = 24
+    size: int = 256
+    seed: int = 0
+    modalities: list[str] | None = None
+    volumes: int = 1
+    style_shift_per_modality: int = 8  # an unseen-domain evaluation set drawn with other textures
+
+
+@dataclass
+class DataSection:
+    """Where the images come from and how they are split into train and test."""
+
+    root: str | None = None  # a dataset folder in any supported layout; None = the synthetic corpus
+    layout: str = "auto"
+    modality: str | None = None
+    synth: SynthSection = field(default_factory=SynthSection)
+    test_fraction: float = 0.2
+    split_seed: int = 0
+
+
+@dataclass
+class TeacherSection:
+    """The teacher: a SAM-family model trained (or fine-tuned from an official checkpoint) on the data."""
+
+    arch: str = "vit_b"
+    image_size: int = 256
+    adapter: str | None = "med2d"
+    checkpoint: str | None = None  # official SAM / MedSAM / SAM-Med2D weights to start from
+    train_all: bool = False  # train the whole model (only sensible without pretrained weights)
+    interactive: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StudentSection:
+    """The student architecture: a preset name and optional overrides."""
+
+    preset: str = "tiny"
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DistillStageSection:
+    """One MMDKD stage: which stage, its loss weights and its optimisation."""
+
+    stage: str = "decoder"
+    losses: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EvaluateSection:
+    """Evaluation protocol of the report."""
+
+    prompts: list[str] = field(default_factory=lambda: ["box", "1pt", "5pt", "auto"])
+    max_objects: int = 8
+    limit: int | None = None
+
+
+@dataclass
+class Recipe:
+    """A whole job."""
+
+    name: str
+    seed: int = 0
+    data: DataSection = field(default_factory=DataSection)
+    teacher: TeacherSection = field(default_factory=TeacherSection)
+    student: StudentSection = field(default_factory=StudentSection)
+    distill: list[DistillStageSection] = field(default_factory=list)
+    evaluate: EvaluateSection = field(default_factory=EvaluateSection)
+    export: dict[str, Any] = field(default_factory=dict)
+    benchmark: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    def section_hash(self, *names: str) -> str:
+        """A short stable hash of the named sections (what decides whether a stage must run again)."""
+        payload = {name: _plain(getattr(self, name)) for name in names}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain form for run folders and lineage."""
+        data = _plain(self)
+        data.pop("path", None)
+        return data
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "__dataclass_fields__"):
+        return {k: _plain(v) for k, v in asdict(value).items() if k != "path"}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def recipe_from_dict(data: dict[str, Any], path: Path | None = None) -> Recipe:
+    """Validate a mapping into a Recipe."""
+    if not isinstance(data, dict) or "name" not in data:
+        raise EdgeMedSAMError("a recipe is a mapping with at least a 'name'", path=path,
+                              fix="start the file with 'name: my-run'")
+    data = dict(data)
+    data_section = dict(data.pop("data", None) or {})
+    synth = _build(SynthSection, data_section.pop("synth", None), "data.synth", path)
+    recipe = _build(Recipe, {k: v for k, v in data.items()
+                             if k not in ("teacher", "student", "distill", "evaluate")}, "recipe", path)
+    recipe.data = _build(DataSection, {**data_section, "synth": synth}, "data", path)
+    recipe.teacher = _build(TeacherSection, data.get("teacher"), "teacher", path)
+    recipe.student = _build(StudentSection, data.get("student"), "student", path)
+    recipe.distill = [_build(DistillStageSection, stage, f"distill[{i}]", path)
+                      for i, stage in enumerate(data.get("distill") or [])]
+    recipe.evaluate = _build(EvaluateSection, data.get("evaluate"), "evaluate", path)
+    recipe.path = path
+    return recipe
+
+
+def load_recipe(path: str | os.PathLike[str]) -> Recipe:
+    """Read and validate a recipe YAML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise EdgeMedSAMError("recipe not found", path=path, fix="give a YAML recipe such as recipes/quickstart.yaml")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise EdgeMedSAMError(f"not valid YAML ({str(err).splitlines()[0]})", path=path,
+                              fix="fix the YAML syntax") from err
+    return recipe_from_dict(data, path)
