@@ -60,7 +60,8 @@ MODALITIES: tuple[Modality, ...] = (
     Modality("dermoscopy", 5, "Dermoscopy", Intensity.COLOUR, True, ("derm", "dermatoscopy"), ()),
     Modality("endoscopy", 6, "Endoscopy", Intensity.COLOUR, True, ("colonoscopy", "endo"), ("ES",)),
     Modality("fundus", 7, "Fundus", Intensity.COLOUR, True, ("fundus_photography", "retina", "retinal"), ()),
-    Modality("microscopy", 8, "Microscopy", Intensity.COLOUR, True, ("microscope", "histology", "histopathology", "pathology"), ("SM", "GM")),
+    Modality("microscopy", 8, "Microscopy", Intensity.COLOUR, True,
+             ("microscope", "histology", "histopathology", "pathology"), ("SM", "GM")),
     Modality("oct", 9, "OCT", Intensity.GREY, False, ("optical_coherence_tomography",), ("OPT", "OCT")),
     Modality("mammography", 10, "Mammography", Intensity.GREY, False, ("mammo", "mg"), ("MG",)),
 )
