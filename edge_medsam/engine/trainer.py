@@ -4,6 +4,7 @@ and exact resume (model, optimizer, scheduler, scaler, every RNG, step and data 
 from __future__ import annotations
 
 import random
+import sys
 import time
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
@@ -205,7 +206,9 @@ class Trainer:
             barrier(info)
 
         model.train()
-        progress = tqdm(total=cfg.steps, initial=step, desc="train", disable=not info.is_main, dynamic_ncols=True)
+        # In a log file (no terminal) a bar redrawn every step would bury everything else.
+        progress = tqdm(total=cfg.steps, initial=step, desc=self.out_dir.name, disable=not info.is_main,
+                        dynamic_ncols=True, mininterval=0.1 if sys.stderr.isatty() else 30.0)
         metrics: dict[str, float] = {}
         window: dict[str, list[float]] = {}
         started, seen = time.perf_counter(), 0

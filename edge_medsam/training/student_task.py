@@ -186,7 +186,7 @@ class StudentDistillTask:
                 rng: np.random.Generator) -> dict[str, torch.Tensor]:
         """One interactive round: a click from the error region plus the previous logits as the mask prompt."""
         full = F.interpolate(previous[:, None].float(), size=targets.shape[-2:], mode="bilinear", align_corners=False)
-        clicks = [points_from_error(pred, target, rng, n=1)
+        clicks = [points_from_error(pred, target, rng, n=1, mode="uniform")
                   for pred, target in zip((full[:, 0] > 0).cpu().numpy(), targets.cpu().numpy() > 0.5, strict=True)]
         extra_c, extra_l = pack_prompts([None] * len(clicks), clicks)
         masks, iou = student.decode(

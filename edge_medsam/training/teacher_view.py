@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edge_medsam.data.torch_preprocess import resize_image_torch
-from edge_medsam.models.teachers.base import TeacherProfile, best_mask
+from edge_medsam.models.teachers.base import TeacherFeatures, TeacherProfile, best_mask
 from edge_medsam.preprocess import PreprocessConfig
 
 
@@ -72,23 +72,22 @@ class TeacherView:
     def _features(self, teacher: nn.Module, images: torch.Tensor):
         return teacher.encode(self._frame(teacher, images))
 
+    def _embedding(self, batch: dict[str, torch.Tensor], images: torch.Tensor, modality: torch.Tensor,
+                   b: int) -> tuple[nn.Module, torch.Tensor]:
+        """Sample ``b``'s teacher and its embedding [C, h, w], from the cache when it was seen before."""
+        teacher = self._teacher(int(modality[b]))
+        key = (int(batch["index"][b]), id(teacher))
+        if self._cache is not None and key in self._cache:
+            return teacher, self._cache[key].to(images.device, torch.float32)
+        embedding = self._features(teacher, images[b : b + 1]).embedding[0].float()
+        if self._cache is not None:
+            self._cache[key] = embedding.to("cpu", torch.float16)
+        return teacher, embedding
+
     @torch.no_grad()
     def embeddings(self, batch: dict[str, torch.Tensor], images: torch.Tensor, modality: torch.Tensor) -> torch.Tensor:
         """Each sample's teacher embedding [B, C, h, w] (cached by dataset index and teacher)."""
-        out: list[torch.Tensor | None] = [None] * images.shape[0]
-        for b in range(images.shape[0]):
-            teacher = self._teacher(int(modality[b]))
-            key = (int(batch["index"][b]), id(teacher))
-            if self._cache is not None and key in self._cache:
-                out[b] = self._cache[key].to(images.device, torch.float32)
-        missing = [b for b, v in enumerate(out) if v is None]
-        for b in missing:
-            teacher = self._teacher(int(modality[b]))
-            emb = self._features(teacher, images[b : b + 1]).embedding[0].float()
-            out[b] = emb
-            if self._cache is not None:
-                self._cache[(int(batch["index"][b]), id(teacher))] = emb.to("cpu", torch.float16)
-        return torch.stack(out)  # type: ignore[arg-type]
+        return torch.stack([self._embedding(batch, images, modality, b)[1] for b in range(images.shape[0])])
 
     @torch.no_grad()
     def masks(self, batch: dict[str, torch.Tensor], images: torch.Tensor, modality: torch.Tensor,
@@ -98,9 +97,9 @@ class TeacherView:
         out: list[torch.Tensor | None] = [None] * image_index.shape[0]
         for b in image_index.unique().tolist():
             rows = (image_index == b).nonzero().flatten()
-            teacher = self._teacher(int(modality[b]))
+            teacher, embedding = self._embedding(batch, images, modality, b)
             scale = teacher.profile.preprocess.size / images.shape[-1]
-            features = self._features(teacher, images[b : b + 1])
+            features = TeacherFeatures(embedding[None], [])
             logits, iou = teacher.decode(features, points=(coords[rows][None] * scale, labels[rows][None]),
                                          multimask=True)
             for row, mask in zip(rows.tolist(), best_mask(logits, iou)[0][:, 0], strict=True):
