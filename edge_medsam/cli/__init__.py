@@ -7,10 +7,10 @@ import sys
 from collections.abc import Sequence
 
 from edge_medsam import __version__
-from edge_medsam.cli import data, info, train
+from edge_medsam.cli import data, evaluate, export, info, predict, train
 from edge_medsam.errors import EdgeMedSAMError
 
-COMMAND_GROUPS = (data, train, info)
+COMMAND_GROUPS = (data, train, evaluate, export, predict, info)
 
 
 def build_parser() -> argparse.ArgumentParser:

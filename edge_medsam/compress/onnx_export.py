@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,9 @@ def export_graph(module: torch.nn.Module, args: tuple[torch.Tensor, ...], path: 
     chatter = io.StringIO()
     try:
         # The exporter prints its stages; keep them for the error message instead of the user's terminal.
-        with torch.no_grad(), contextlib.redirect_stdout(chatter):
+        with torch.no_grad(), contextlib.redirect_stdout(chatter), warnings.catch_warnings():
+            # Shared Dims make the exporter note that it reuses one axis name; that is what we asked for.
+            warnings.filterwarnings("ignore", message=".*axis name.*will not be used")
             program = torch.onnx.export(module, args, input_names=list(input_names), output_names=list(output_names),
                                         dynamo=True, opset_version=opset, external_data=False,
                                         dynamic_shapes=dynamic_shapes, verbose=False)
@@ -59,11 +62,21 @@ def export_graph(module: torch.nn.Module, args: tuple[torch.Tensor, ...], path: 
         raise ExportError(f"torch.onnx.export failed for {type(module).__name__}: {err}".splitlines()[0][:400],
                           path=path, fix="check that the model builds with this torch version; see the log above"
                           ) from err
-    model = onnxslim.slim(program.model_proto)
+    model = _with_namespaces(onnxslim.slim(program.model_proto), program.model_proto)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
     check_onnx_file(path)
     return model
+
+
+def _with_namespaces(slimmed: onnx.ModelProto, original: onnx.ModelProto) -> onnx.ModelProto:
+    """Put back the exporter's per-node module path ("namespace"), which onnxslim drops: mixed-precision
+    quantization selects nodes by the module they came from."""
+    namespaces = {n.name: p.value for n in original.graph.node for p in n.metadata_props if p.key == "namespace"}
+    for node in slimmed.graph.node:
+        if node.name in namespaces and not any(p.key == "namespace" for p in node.metadata_props):
+            node.metadata_props.add(key="namespace", value=namespaces[node.name])
+    return slimmed
 
 
 def check_onnx_file(path: Path, max_opset: int = OPSET) -> None:

@@ -1,0 +1,188 @@
+"""`edge-medsam predict`: segment images, DICOM series, NIfTI volumes and MedSAM .npz cases with a bundle (no torch).
+
+Each input gets a one-line JSON summary (stage latencies, modality, objects) on stdout and in
+``OUT/summary.jsonl``. An input that fails gets a one-line error and the batch goes on; the exit code is 1
+when any input failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_medsam.errors import EdgeMedSAMError, InputError
+from edge_medsam.runtime.backends import BACKEND_CHOICES
+from edge_medsam.runtime.bundle import DEMO_BUNDLE
+from edge_medsam.runtime.inputs import LoadedInput, discover_inputs, load_input
+from edge_medsam.runtime.manifest import PRECISIONS
+from edge_medsam.runtime.outputs import OUTPUT_FORMATS, output_format, output_path, write_labels
+from edge_medsam.runtime.predictor import Predictor
+from edge_medsam.runtime.volume import DEFAULT_CACHE, DEFAULT_MARGIN, SlicePrompt, VolumeSegmenter
+
+SUMMARY = "summary.jsonl"
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add the `predict` command."""
+    parser = commands.add_parser(
+        "predict", help="segment images and volumes with a model bundle (torch-free runtime)",
+        description="Segment images (PNG/JPEG/TIFF/DICOM), DICOM series, NIfTI volumes and MedSAM-on-Laptop .npz "
+                    "cases. Without prompts every input is segmented by the model's self-prompt.")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders of images, DICOM series folders")
+    parser.add_argument("--bundle", type=Path, help="bundle folder or .zip (default: the shipped demo bundle)")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the masks and summary.jsonl")
+    parser.add_argument("--format", default="auto", choices=OUTPUT_FORMATS,
+                        help="auto: npz for .npz cases, png for 2D, dicom-seg for DICOM volumes, nifti otherwise")
+    parser.add_argument("--backend", default="auto", choices=BACKEND_CHOICES)
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    parser.add_argument("--device", help="cpu, cuda[:N] (ONNX Runtime / TensorRT); CPU, GPU, NPU, AUTO (OpenVINO)")
+    parser.add_argument("--threads", type=int, help="CPU threads per graph (default: the backend's choice)")
+    parser.add_argument("--hint", default="latency", choices=("latency", "throughput"),
+                        help="OpenVINO performance hint")
+    parser.add_argument("--cache-dir", type=Path, help="unpacked bundles and compiled-model caches")
+    parser.add_argument("--modality", default="auto", help="auto (file, then model), a name (ct, mr, ...) or an index")
+    parser.add_argument("--window", help="CT window: a preset (soft_tissue, lung, bone, ...) or centre,width")
+    parser.add_argument("--box", nargs=4, type=float, action="append", metavar=("X0", "Y0", "X1", "Y1"),
+                        help="a 2D box in pixels (repeat for several objects)")
+    parser.add_argument("--box3d", nargs=6, type=float, action="append",
+                        metavar=("X0", "Y0", "Z0", "X1", "Y1", "Z1"), help="a 3D box, MedSAM-on-Laptop order")
+    parser.add_argument("--point", nargs="+", type=float, action="append", metavar="V",
+                        help="x y label (2D) or x y z label (volumes); label 1 foreground, 0 background")
+    parser.add_argument("--axis", default="axial", help="slicing plane of volumes: axial, coronal, sagittal, 0, 1, 2")
+    parser.add_argument("--cache-size", type=int, default=DEFAULT_CACHE, help="slices whose embeddings are kept")
+    parser.add_argument("--margin", type=int, default=DEFAULT_MARGIN,
+                        help="pixels added around a mask's box when propagating through a volume")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar and no summaries on stdout")
+    parser.set_defaults(handler=run_predict)
+
+
+def _bundle_path(args: argparse.Namespace) -> Path:
+    if args.bundle is not None:
+        return args.bundle
+    if DEMO_BUNDLE.is_dir():
+        return DEMO_BUNDLE
+    raise EdgeMedSAMError("no --bundle given and this installation has no demo bundle", path=DEMO_BUNDLE,
+                          fix="pass --bundle PATH (a folder or .zip made by `edge-medsam export`)")
+
+
+def _modality(text: str) -> str | int:
+    return int(text) if text.strip().isdigit() else text
+
+
+def _points(args: argparse.Namespace, is_3d: bool) -> list[list[float]]:
+    width = 4 if is_3d else 3
+    points = args.point or []
+    for point in points:
+        if len(point) != width:
+            layout = "x y z label" if is_3d else "x y label"
+            raise InputError(f"--point {' '.join(f'{v:g}' for v in point)} is not {layout}",
+                             fix=f"give --point {layout} for {'volumes' if is_3d else '2D images'}")
+    return points
+
+
+def _segment_image(predictor: Predictor, loaded: LoadedInput, args: argparse.Namespace) -> dict[str, Any]:
+    if args.box3d:
+        raise InputError("--box3d was given for a 2D image", path=loaded.path, fix="use --box x0 y0 x1 y1")
+    case_boxes = loaded.case.boxes if loaded.case is not None else None
+    boxes = args.box or (case_boxes.tolist() if case_boxes is not None else None)
+    points = _points(args, is_3d=False)
+    if points and boxes and len(boxes) > 1:
+        raise InputError(f"{len(boxes)} boxes and --point: points refine one object", path=loaded.path,
+                         fix="give points with at most one --box")
+    coords = np.array([p[:2] for p in points], np.float32) if points else None
+    point_labels = np.array([p[2] for p in points], np.float32) if points else None
+    predictor.set_image(loaded.image, modality=_modality(args.modality), window=args.window)
+    result = predictor.predict(points=coords, labels=point_labels, boxes=boxes)
+    labels_map = result.label_map()
+    counts = np.bincount(labels_map.ravel(), minlength=len(result) + 1)
+    objects = [{"label": i + 1, "pixels": int(counts[i + 1]), "score": round(float(s), 4)}
+               for i, s in enumerate(result.scores)]
+    return {"labels": labels_map, "objects": objects, "latency_ms": result.latency_ms, "modality": result.modality,
+            "modality_source": result.modality_source, "modality_confidence": result.modality_confidence,
+            "self_prompt_confidence": result.self_prompt_confidence,
+            "prompt": "auto" if not boxes and not points else "prompts"}
+
+
+def _segment_volume(predictor: Predictor, loaded: LoadedInput, args: argparse.Namespace) -> dict[str, Any]:
+    if args.box:
+        raise InputError("--box was given for a volume", path=loaded.path,
+                         fix="use --box3d x0 y0 z0 x1 y1 z1, or --point x y z label")
+    case_boxes = loaded.case.boxes if loaded.case is not None else None
+    boxes3d = args.box3d or (case_boxes.tolist() if case_boxes is not None else [])
+    by_slice: dict[int, list[list[float]]] = {}
+    for x, y, z, label in _points(args, is_3d=True):
+        if not z.is_integer():
+            raise InputError(f"--point z {z:g} is not a slice index", path=loaded.path, fix="give z as a whole number")
+        by_slice.setdefault(int(z), []).append([x, y, label])
+    segmenter = VolumeSegmenter(predictor, loaded.volume, axis=args.axis, modality=_modality(args.modality),
+                                window=args.window, cache_size=args.cache_size, margin=args.margin)
+    prompts = [SlicePrompt(z, np.array([p[:2] for p in pts], np.float32), np.array([p[2] for p in pts], np.float32))
+               for z, pts in by_slice.items()]
+    result = segmenter.segment(boxes3d, prompts)
+    objects = [{"label": o.label, "prompt": o.prompt, "voxels": o.voxels, "score": round(o.score, 4),
+                "slices": [o.slices[0], o.slices[-1]] if o.slices else []} for o in result.objects]
+    return {"labels": result.labels, "objects": objects, "latency_ms": result.latency_ms, "modality": result.modality,
+            "modality_source": result.modality_source, "modality_confidence": result.modality_confidence,
+            "slices": segmenter.count, "cache": {"hits": result.cache_hits, "misses": result.cache_misses},
+            "encoder_runs": result.encoder_runs}
+
+
+def process(predictor: Predictor, path: Path, args: argparse.Namespace, taken: set[Path]) -> dict[str, Any]:
+    """Segment one input and write its mask; returns its summary (raises EdgeMedSAMError on a bad input)."""
+    start = time.perf_counter()
+    loaded = load_input(path)
+    read_ms = (time.perf_counter() - start) * 1e3
+    fmt = output_format(args.format, loaded)
+    done = _segment_volume(predictor, loaded, args) if loaded.is_3d else _segment_image(predictor, loaded, args)
+    labels = done.pop("labels")
+    target = output_path(args.out, loaded, fmt, taken)
+    begin = time.perf_counter()
+    names = {o["label"]: f"object {o['label']}" for o in done["objects"]}
+    written = write_labels(target, labels, loaded, fmt, names)
+    latency = {"read": read_ms, **{k: v for k, v in done.pop("latency_ms").items() if k != "read"},
+               "write": (time.perf_counter() - begin) * 1e3, "total": (time.perf_counter() - start) * 1e3}
+    shape = loaded.volume.shape if loaded.volume is not None else loaded.image.shape
+    return {"input": str(path), "status": "ok", "output": str(written), "format": fmt,
+            "kind": "3d" if loaded.is_3d else "2d", "shape": list(shape), **done,
+            "latency_ms": {k: round(v, 2) for k, v in latency.items()}}
+
+
+def _one_line(err: Exception, path: Path) -> str:
+    if isinstance(err, EdgeMedSAMError):
+        return str(err if err.path is not None else err.with_path(path))
+    return f"{path}: unexpected {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}".rstrip(": ")
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """Load the bundle once, then segment every input; 1 if any input failed."""
+    predictor = Predictor.from_bundle(_bundle_path(args), backend=args.backend, precision=args.precision,
+                                      device=args.device, threads=args.threads, hint=args.hint,
+                                      cache_dir=args.cache_dir)
+    args.out.mkdir(parents=True, exist_ok=True)
+    inputs = discover_inputs(args.inputs)
+    from tqdm import tqdm
+
+    failed, taken = 0, set()
+    common = {"bundle": predictor.bundle.name, "backend": predictor.backend.describe(), "precision": args.precision}
+    with open(args.out / SUMMARY, "w", encoding="utf-8") as summary:
+        for path in tqdm(inputs, desc="predict", unit="input", disable=True if args.quiet else None, file=sys.stderr):
+            try:
+                record = {**process(predictor, path, args, taken), **common}
+            except Exception as err:  # one bad input must not stop a hospital batch; the error is reported
+                failed += 1
+                line = _one_line(err, path)
+                print(f"edge-medsam: error: {line}", file=sys.stderr)
+                record = {"input": str(path), "status": "error", "error": line, **common}
+            summary.write(json.dumps(record) + "\n")
+            summary.flush()
+            if not args.quiet:
+                print(json.dumps(record), flush=True)
+    if failed:
+        print(f"edge-medsam: {failed} of {len(inputs)} inputs failed (see above)", file=sys.stderr)
+    return 1 if failed else 0

@@ -1,0 +1,84 @@
+"""The main job end to end on a tiny recipe: stages run, skip when unchanged, rerun from a stage, resume."""
+
+import json
+
+import pytest
+import yaml
+
+from edge_medsam.cli import main
+from edge_medsam.errors import EdgeMedSAMError
+from edge_medsam.pipeline import run_pipeline
+from edge_medsam.recipes import load_recipe
+
+TINY = {
+    "name": "tiny",
+    "seed": 0,
+    "data": {"synth": {"per_modality": 4, "size": 64, "seed": 0, "modalities": ["mr", "fundus"], "volumes": 0,
+                       "style_shift_per_modality": 2}, "test_fraction": 0.25},
+    "teacher": {"arch": "vit_tiny", "image_size": 64, "adapter": "med2d", "train_all": True,
+                "interactive": {"iterations": 1, "objects_per_image": 2},
+                "train": {"steps": 2, "batch_size": 2, "warmup_steps": 1, "tensorboard": False}},
+    "student": {"preset": "tiny", "overrides": {"image_size": 64}},
+    "distill": [{"stage": "general", "train": {"steps": 1, "batch_size": 2, "warmup_steps": 1, "tensorboard": False}},
+                {"stage": "decoupled", "train": {"steps": 1, "batch_size": 2, "warmup_steps": 1, "tensorboard": False}},
+                {"stage": "decoder", "train": {"steps": 2, "batch_size": 2, "warmup_steps": 1, "tensorboard": False}}],
+    "evaluate": {"prompts": ["box", "auto"], "max_objects": 2, "limit": 2},
+}
+
+
+def write_recipe(path, **changes):
+    recipe = json.loads(json.dumps(TINY))
+    for key, value in changes.items():
+        section, _, name = key.partition(".")
+        if name:
+            recipe[section][name] = value
+        else:
+            recipe[section] = value
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+@pytest.mark.slow
+def test_pipeline_runs_skips_and_reruns(tmp_path):
+    recipe = write_recipe(tmp_path / "tiny.yaml")
+    runs = tmp_path / "runs"
+    logs: list[str] = []
+    state = run_pipeline(recipe, runs, log=logs.append)
+    assert all(state[s]["done"] for s in ("data", "teacher", "distill", "evaluate", "report"))
+    report = runs / "tiny" / "report.md"
+    assert report.exists() and "Dice" in report.read_text()
+
+    logs.clear()
+    run_pipeline(recipe, runs, log=logs.append)
+    assert sum("skipped" in line for line in logs) == 5
+
+    logs.clear()
+    decoder = {"stage": "decoder", "train": {"steps": 3, "batch_size": 2, "warmup_steps": 1, "tensorboard": False}}
+    changed = [*TINY["distill"][:2], decoder]
+    write_recipe(recipe, distill=changed)
+    run_pipeline(recipe, runs, log=logs.append)
+    assert "[data] up to date, skipped" in logs and "[teacher] up to date, skipped" in logs
+    assert "[distill] running" in logs and "[evaluate] running" in logs
+
+    logs.clear()
+    run_pipeline(recipe, runs, from_stage="evaluate", log=logs.append)
+    assert "[distill] up to date, skipped" in logs and "[evaluate] running" in logs
+
+
+def test_recipe_typos_are_errors_naming_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**TINY, "teacher": {**TINY["teacher"], "arhc": "vit_b"}}))
+    with pytest.raises(EdgeMedSAMError, match=r"unknown keys \['arhc'\]") as err:
+        load_recipe(bad)
+    assert "bad.yaml" in str(err.value)
+    assert main(["pipeline", str(bad), "--runs", str(tmp_path / "runs")]) == 2
+    with pytest.raises(EdgeMedSAMError, match="unknown stage"):
+        run_pipeline(write_recipe(tmp_path / "ok.yaml"), tmp_path / "runs", from_stage="teach")
+
+
+def test_shipped_recipes_parse():
+    from pathlib import Path
+
+    for path in sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml")):
+        recipe = load_recipe(path)
+        assert recipe.distill and recipe.teacher.arch
