@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edge_medsam.data.prompt_batch import pack_prompts
-from edge_medsam.data.prompts import points_from_error, simulate_prompts
+from edge_medsam.data.prompts import points_from_error
 from edge_medsam.engine.trainer import StepContext
 from edge_medsam.models.student import EdgeStudent
 from edge_medsam.models.teachers.base import best_mask
@@ -22,6 +22,7 @@ from edge_medsam.training.losses import (
     resize_target,
     soft_mask_distillation,
 )
+from edge_medsam.training.prompt_objects import simulate_batch
 from edge_medsam.training.teacher_view import TeacherView
 
 STAGES = ("general", "decoupled", "decoder")
@@ -165,21 +166,8 @@ class StudentDistillTask:
         return losses
 
     def _simulate(self, labels: torch.Tensor, rng: np.random.Generator):
-        index, boxes, points, targets = [], [], [], []
-        for b, label_map in enumerate(labels.cpu().numpy()):
-            for obj in simulate_prompts(label_map, rng, max_objects=self.config.max_objects,
-                                        box_prob=self.config.box_prob, n_pos=(1, 3), n_neg=(0, 2)):
-                index.append(b)
-                boxes.append(obj.box)
-                points.append((obj.coords, obj.point_labels) if len(obj.point_labels) else None)
-                targets.append(obj.target)
-        if not index:
-            return None
-        coords, point_labels = pack_prompts(boxes, points)
-        device = labels.device
-        return (torch.tensor(index, device=device), torch.from_numpy(coords).to(device),
-                torch.from_numpy(point_labels).to(device),
-                torch.from_numpy(np.stack(targets).astype(np.float32)).to(device))
+        return simulate_batch(labels.cpu().numpy(), rng, labels.device, max_objects=self.config.max_objects,
+                              box_prob=self.config.box_prob, n_pos=(1, 3), n_neg=(0, 2))
 
     def _refine(self, student: EdgeStudent, features: Any, self_prompt: Any, image_index: torch.Tensor,
                 coords: torch.Tensor, point_labels: torch.Tensor, previous: torch.Tensor, targets: torch.Tensor,

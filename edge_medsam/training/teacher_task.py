@@ -11,17 +11,19 @@ optimizer step, so gradient accumulation, AMP and DDP apply unchanged.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from edge_medsam.data.prompt_batch import pack_prompts
-from edge_medsam.data.prompts import points_from_error, simulate_prompts
+from edge_medsam.data.prompts import points_from_error
 from edge_medsam.engine.trainer import StepContext
 from edge_medsam.models.teachers.base import Teacher, best_mask
 from edge_medsam.preprocess import PreprocessConfig
 from edge_medsam.training.losses import mask_losses
+from edge_medsam.training.prompt_objects import simulate_batch
 from edge_medsam.training.teacher_view import reframe
 
 
@@ -34,6 +36,20 @@ class InteractiveConfig:
     box_prob: float = 0.5
     click_counts: tuple[int, ...] = (1, 3, 5, 9)
     box_jitter: float = 0.1
+
+
+def _point_counts(choices: tuple[int, ...]) -> dict[str, Any]:
+    """SAM-Med2D's per-image point budget: one draw from ``choices``, up to half of it negatives."""
+    state: dict[str, int] = {}
+
+    def positives(rng: np.random.Generator) -> tuple[int, int]:
+        state["n"] = int(rng.choice(choices))
+        return (1, state["n"])
+
+    def negatives(rng: np.random.Generator) -> tuple[int, int]:
+        return (0, state["n"] // 2)
+
+    return {"n_pos": positives, "n_neg": negatives}
 
 
 class InteractiveTeacherTask:
@@ -78,20 +94,8 @@ class InteractiveTeacherTask:
 
     def _objects(self, label_maps: np.ndarray, rng: np.random.Generator):
         cfg = self.config
-        index, boxes, points, targets = [], [], [], []
-        for b, label_map in enumerate(label_maps):
-            n_points = int(rng.choice([1, 3, 5, 9]))
-            for obj in simulate_prompts(label_map, rng, max_objects=cfg.objects_per_image, box_prob=cfg.box_prob,
-                                        n_pos=(1, n_points), n_neg=(0, n_points // 2), jitter=cfg.box_jitter):
-                index.append(b)
-                boxes.append(obj.box)
-                points.append((obj.coords, obj.point_labels) if len(obj.point_labels) else None)
-                targets.append(obj.target)
-        if not index:
-            return None
-        coords, labels = pack_prompts(boxes, points)
-        return (torch.tensor(index), torch.from_numpy(coords), torch.from_numpy(labels),
-                torch.from_numpy(np.stack(targets).astype(np.float32)))
+        return simulate_batch(label_maps, rng, max_objects=cfg.objects_per_image, box_prob=cfg.box_prob,
+                              jitter=cfg.box_jitter, **_point_counts(cfg.click_counts))
 
     def _clicks(self, previous: torch.Tensor, targets: torch.Tensor, rng: np.random.Generator):
         count = int(rng.choice(self.config.click_counts))
