@@ -1,7 +1,8 @@
 """A real test bundle for the runtime's tests: the tiny student (random weights, seed 0) exported by torch here.
 
-Independent of the export pipeline on purpose: two small wrappers with the graph I/O of the bundle contract,
-``torch.onnx.export(dynamo=True)`` with shared dynamic dimensions, an OpenVINO IR converted from the ONNX, and
+It reuses the exporter's graph wrappers (``edge_medsam.compress.graphs``) but none of its slimming,
+quantization or parity machinery: ``torch.onnx.export(dynamo=True)`` with shared dynamic dimensions,
+an OpenVINO IR converted from the ONNX, and
 a manifest. Building takes about a minute, so the result is kept in a cache folder keyed by the sources it
 depends on (``$EDGE_MEDSAM_TEST_CACHE``, default the system temp folder) and checked before reuse.
 """
@@ -39,7 +40,8 @@ from edge_medsam.runtime.manifest import (
 )
 
 ROOT = Path(edge_medsam.__file__).parent
-SOURCES = [*sorted((ROOT / "models" / "student").glob("*.py")), ROOT / "runtime" / "manifest.py",
+SOURCES = [*sorted((ROOT / "models" / "student").glob("*.py")), ROOT / "compress" / "graphs.py",
+           ROOT / "runtime" / "manifest.py",
            ROOT / "modalities.py", ROOT / "preprocess.py", Path(__file__)]
 LIMITS = {"objects": 64, "points": 32}
 
@@ -51,49 +53,16 @@ def _key() -> str:
     return digest.hexdigest()[:16]
 
 
-def _wrappers(student):
-    import torch
-    from torch import nn
-
-    from edge_medsam.models.student.encoder import EncoderOutput
-    from edge_medsam.models.student.sppg import SelfPrompt
-
-    class Encoder(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.student = student
-
-        def forward(self, image, modality):
-            features, prompt = self.student.encode(image, modality)
-            return (features.embedding, features.skip8, features.skip4, prompt.dense, prompt.patch_logits,
-                    prompt.confidence, features.modality_logits, features.modality)
-
-    class Decoder(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.student = student
-
-        def forward(self, embedding, skip8, skip4, dense_prompt, modality_index, point_coords, point_labels,
-                    mask_input, has_mask_input, self_prompt_weight):
-            features = EncoderOutput(embedding, skip8, skip4, dense_prompt, modality_index)
-            index = torch.zeros_like(point_coords[:, 0, 0], dtype=torch.int64)  # every object is of the one image
-            return self.student.decode(features, SelfPrompt(dense_prompt, dense_prompt, dense_prompt),
-                                       image_index=index, points=point_coords, labels=point_labels,
-                                       mask_input=mask_input, has_mask=has_mask_input,
-                                       self_prompt_weight=self_prompt_weight)
-
-    return Encoder().eval(), Decoder().eval()
-
-
 def _export(folder: Path) -> None:
     import openvino as ov
     import torch
 
+    from edge_medsam.compress.graphs import DecoderGraph, EncoderGraph
     from edge_medsam.models.student import EdgeStudent, student_preset
 
     torch.manual_seed(0)
     student = EdgeStudent(student_preset("tiny")).eval()
-    encoder, decoder = _wrappers(student)
+    encoder, decoder = EncoderGraph(student).eval(), DecoderGraph(student).eval()
     size = student.config.image_size
     image = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     modality = torch.tensor([-1], dtype=torch.int64)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from input_errors import raises_for
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import convert_color_space
 from pydicom.sequence import Sequence
@@ -22,22 +23,11 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from edge_medsam import InputError
 from edge_medsam.io import Volume, read_image, read_volume, write_dicom_series
 from edge_medsam.io.dicom_series import read_dicom_series
 from edge_medsam.modalities import normalise_intensity
 
 RNG = np.random.default_rng(3)
-
-
-def raises_for(path: Path, call, *args, match: str | None = None, **kwargs) -> InputError:
-    with pytest.raises(InputError) as info:
-        call(*args, **kwargs)
-    text = str(info.value)
-    assert Path(path).name in text and "fix:" in text, text
-    if match:
-        assert match in text, text
-    return info.value
 
 
 def image_dataset(pixels: np.ndarray, *, modality: str = "CT", sop_class: str = CTImageStorage,

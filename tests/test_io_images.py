@@ -10,23 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from input_errors import raises_for
 from PIL import Image, ImageFile
 
-from edge_medsam import InputError
 from edge_medsam.io import Image2D, ReadLimits, read_image, read_mask, read_volume, write_mask_png
 
 RNG = np.random.default_rng(7)
-
-
-def raises_for(path: Path, call, *args, match: str | None = None, **kwargs) -> InputError:
-    """Call and return the InputError, checking it names the file and says how to fix it."""
-    with pytest.raises(InputError) as info:
-        call(*args, **kwargs)
-    text = str(info.value)
-    assert path.name in text and "fix:" in text, text
-    if match:
-        assert match in text, text
-    return info.value
 
 
 def png_bytes(width: int, height: int, bit_depth: int, colour_type: int, raw: bytes) -> bytes:

@@ -7,8 +7,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from input_errors import raises_for
 
-from edge_medsam import InputError
 from edge_medsam.io import (
     Volume,
     insert_slice,
@@ -22,16 +22,6 @@ from edge_medsam.io import (
 
 RNG = np.random.default_rng(11)
 OBLIQUE = np.array([[-0.9, 0.1, 0.05, 90.0], [0.1, 0.8, -0.2, -120.0], [0.0, 0.3, 2.4, 15.0], [0, 0, 0, 1]])
-
-
-def raises_for(path: Path, call, *args, match: str | None = None, **kwargs) -> InputError:
-    with pytest.raises(InputError) as info:
-        call(*args, **kwargs)
-    text = str(info.value)
-    assert Path(path).name in text and "fix:" in text, text
-    if match:
-        assert match in text, text
-    return info.value
 
 
 def test_float_volume_round_trips_with_its_affine(tmp_path):

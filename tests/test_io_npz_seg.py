@@ -9,8 +9,8 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
+from input_errors import raises_for
 
-from edge_medsam import InputError
 from edge_medsam.io import (
     LaptopCase,
     Volume,
@@ -26,16 +26,6 @@ from edge_medsam.io import (
 )
 
 RNG = np.random.default_rng(5)
-
-
-def raises_for(path: Path, call, *args, match: str | None = None, **kwargs) -> InputError:
-    with pytest.raises(InputError) as info:
-        call(*args, **kwargs)
-    text = str(info.value)
-    assert Path(path).name in text and "fix:" in text, text
-    if match:
-        assert match in text, text
-    return info.value
 
 
 # --- MedSAM-on-Laptop .npz -----------------------------------------------------------------------------------------
