@@ -54,8 +54,14 @@ class DataSection:
 
 @dataclass
 class TeacherSection:
-    """The teacher: a SAM-family model trained (or fine-tuned from an official checkpoint) on the data."""
+    """The teacher: a SAM-family model trained (or fine-tuned from an official checkpoint) on the data.
 
+    ``family`` picks the model family ("sam", or one registered in ``edge_medsam.training.jobs.TEACHER_FAMILIES``);
+    ``options`` holds that family's own architecture settings.
+    """
+
+    family: str = "sam"
+    options: dict[str, Any] = field(default_factory=dict)
     arch: str = "vit_b"
     image_size: int = 256
     adapter: str | None = "med2d"

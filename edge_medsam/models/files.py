@@ -1,11 +1,13 @@
 """Model files written by edge-medsam: weights plus the spec that rebuilds the model, loaded strictly.
 
-A file is ``{"model": state_dict, "spec": {"kind": "sam_teacher" | "student", ...}}``; files without a spec
-are taken for official SAM / MedSAM / SAM-Med2D checkpoints and go through ``load_teacher``.
+A file is ``{"model": state_dict, "spec": {"kind": ..., ...}}``; files without a spec are taken for official
+SAM / MedSAM / SAM-Med2D checkpoints and go through ``load_teacher``. Model families outside this module describe
+themselves with a ``model_spec()`` method and are rebuilt by the ``module:function`` registered for their kind.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 from typing import Any
@@ -19,11 +21,20 @@ from edge_medsam.models.student import EdgeStudent, StudentConfig
 from edge_medsam.models.teachers import build_sam, load_teacher
 from edge_medsam.models.teachers.sam import SamTeacher
 
-KINDS = ("sam_teacher", "student")
+# kind → "module:function" that rebuilds a freshly initialised model from its spec (imported on first use).
+EXTERNAL_KINDS: dict[str, str] = {
+    "syncsam_teacher": "edge_medsam.models.teachers.syncsam:build_from_spec",
+    "sam3d_teacher": "edge_medsam.models.teachers.sam3d:build_from_spec",
+    "ka2er_teacher": "edge_medsam.models.teachers.ka2er:build_from_spec",
+    "reference": "edge_medsam.models.reference:build_from_spec",
+}
+KINDS = ("sam_teacher", "student", *EXTERNAL_KINDS)
 
 
 def model_spec(model: nn.Module) -> dict[str, Any]:
-    """The spec that rebuilds ``model`` (a SamTeacher or an EdgeStudent)."""
+    """The spec that rebuilds ``model`` (a SamTeacher, an EdgeStudent, or a model with ``model_spec()``)."""
+    if hasattr(model, "model_spec"):
+        return model.model_spec()
     if isinstance(model, SamTeacher):
         return {"kind": "sam_teacher", **model.config()}
     if isinstance(model, EdgeStudent):
@@ -38,6 +49,9 @@ def build_from_spec(spec: dict[str, Any]) -> nn.Module:
         return build_sam(**{k: v for k, v in spec.items() if k != "kind"})
     if kind == "student":
         return EdgeStudent(StudentConfig.from_dict(spec["config"]))
+    if kind in EXTERNAL_KINDS:
+        module, function = EXTERNAL_KINDS[kind].split(":")
+        return getattr(importlib.import_module(module), function)(spec)
     raise EdgeMedSAMError(f"unknown model kind {kind!r}", fix=f"use one of {', '.join(KINDS)}")
 
 

@@ -3,6 +3,7 @@ one engine run per stage, and a final model file (weights + spec) for the next s
 
 from __future__ import annotations
 
+import importlib
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -45,9 +46,28 @@ def _fit(model: torch.nn.Module, task: Any, dataset: SegmentationDataset, train:
     trainer.fit(resume=resume and trainer.checkpoint_path.exists())
 
 
+# Teacher families other than SAM: family → "module:function" with train_teacher's signature (imported on use).
+TEACHER_FAMILIES: dict[str, str] = {
+    "syncsam": "edge_medsam.training.syncsam_job:train_syncsam",
+    "sam3d": "edge_medsam.training.sam3d_job:train_sam3d",
+    "ka2er": "edge_medsam.training.ka2er_job:train_ka2er",
+    "reference": "edge_medsam.training.reference_job:train_reference",
+}
+
+
 def train_teacher(section: TeacherSection, samples: list[Sample], out_dir: str | Path, *, seed: int = 0,
                   resume: bool = False) -> Path:
-    """Train (or fine-tune) a SAM-family teacher with SAM-Med2D's interactive loop; returns ``teacher.pt``."""
+    """Train (or fine-tune) a teacher of the section's family; returns ``teacher.pt``.
+
+    SAM-family teachers train with SAM-Med2D's interactive loop here; other families with their own job.
+    """
+    if section.family != "sam":
+        if section.family not in TEACHER_FAMILIES:
+            raise EdgeMedSAMError(f"unknown teacher family {section.family!r}",
+                                  fix=f"use one of sam, {', '.join(TEACHER_FAMILIES)}")
+        module, function = TEACHER_FAMILIES[section.family].split(":")
+        job = getattr(importlib.import_module(module), function)
+        return job(section, samples, out_dir, seed=seed, resume=resume)
     out_dir = Path(out_dir)
     if section.checkpoint:
         teacher = load_teacher(section.checkpoint, image_size=section.image_size, adapter=section.adapter)
