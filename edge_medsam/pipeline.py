@@ -1,4 +1,5 @@
-"""`edge-medsam pipeline RECIPE`: data → teacher → distilled student → evaluation → report, in `runs/<name>/`.
+"""`edge-medsam pipeline RECIPE`: data → teacher → distilled student → bundle → evaluation → report, in
+`runs/<name>/`.
 
 Each stage writes into its own folder and records, in ``runs/<name>/pipeline.json``, the hash of everything it
 depends on (its recipe sections and the hashes of the stages before it). A stage whose hash is unchanged and
@@ -82,27 +83,66 @@ def _stage_distill(ctx: StageContext) -> dict[str, Any]:
     return {"model": str(path)}
 
 
-def _stage_evaluate(ctx: StageContext) -> dict[str, Any]:
-    from edge_medsam.data.layouts import open_dataset
-    from edge_medsam.evaluation import evaluate, segmenter_for
+def _stage_export(ctx: StageContext) -> dict[str, Any]:
+    from edge_medsam.compress.pipeline import ExportSettings, export_student_bundle
+    from edge_medsam.compress.probes import probes_from_samples
     from edge_medsam.models.files import load_model
+    from edge_medsam.preprocess import PreprocessConfig
+
+    settings = ExportSettings.from_dict(ctx.recipe.export)
+    train, test = _splits(ctx)
+    student_path = Path(ctx.outputs["distill"]["model"])
+    student = load_model(student_path)
+    preprocess = PreprocessConfig(size=student.config.image_size)
+    # Calibration from training images, parity and per-precision Dice on held-out ones.
+    calib = probes_from_samples(train, settings.calib_count, preprocess, settings.seed)
+    held_out = probes_from_samples(test or train, settings.eval_count, preprocess, settings.seed + 1)
+    version = ctx.recipe.section_hash("seed", "data", "teacher", "student", "distill", "export")
+    lineage = {"recipe": ctx.recipe.name, "recipe_hash": version, "model_file": student_path.name,
+               "teacher": ctx.outputs["teacher"]["model"], "trained_on": len(train)}
+    report = export_student_bundle(student, ctx.stage_dir / "bundle", calib, held_out, settings,
+                                   name=f"{ctx.recipe.name}-student", version=version, preprocess=preprocess,
+                                   lineage=lineage, data={"calib": "training split", "held_out": "test split"},
+                                   log=lambda line: print(line, flush=True))
+    return {"bundle": str(report.bundle)}
+
+
+def _evaluation_sets(ctx: StageContext) -> dict[str, list]:
+    from edge_medsam.data.layouts import open_dataset
 
     _, test = _splits(ctx)
     sets = {"held_out": test}
     shift_root = ctx.outputs["data"].get("shift_root")
     if shift_root:
         sets["style_shift"] = list(open_dataset(shift_root).samples)
+    limit = ctx.recipe.evaluate.limit
+    return {name: samples[:limit] if limit else samples for name, samples in sets.items()}
+
+
+def _stage_evaluate(ctx: StageContext) -> dict[str, Any]:
+    from edge_medsam.evaluation import evaluate, segmenter_for
+    from edge_medsam.models.files import load_model
+    from edge_medsam.runtime import Predictor
+    from edge_medsam.runtime.segmenter import RuntimeSegmenter
+
+    sets = _evaluation_sets(ctx)
     cfg = ctx.recipe.evaluate
     reports: dict[str, str] = {}
+
+    def run(segmenter: Any, samples: list, prompts: list[str], out_name: str) -> None:
+        report = evaluate(segmenter, samples, prompts=tuple(prompts), max_objects=cfg.max_objects)
+        report.write(ctx.stage_dir / out_name)
+        reports[out_name] = str(ctx.stage_dir / out_name / "metrics.json")
+
     for model_name in ("teacher", "distill"):
         model = load_model(ctx.outputs[model_name]["model"])
         for set_name, samples in sets.items():
-            if cfg.limit:
-                samples = samples[: cfg.limit]
-            report = evaluate(segmenter_for(model), samples, prompts=tuple(cfg.prompts), max_objects=cfg.max_objects)
-            out = ctx.stage_dir / f"{'student' if model_name == 'distill' else 'teacher'}_{set_name}"
-            report.write(out)
-            reports[out.name] = str(out / "metrics.json")
+            run(segmenter_for(model), samples, cfg.prompts, f"{'student' if model_name == 'distill' else 'teacher'}_{set_name}")
+    bundle = ctx.outputs.get("export", {}).get("bundle")
+    for precision in cfg.bundle_precisions if bundle else []:
+        predictor = Predictor.from_bundle(bundle, backend=cfg.bundle_backend, precision=precision)
+        for set_name, samples in sets.items():
+            run(RuntimeSegmenter(predictor), samples, cfg.bundle_prompts, f"bundle_{precision}_{set_name}")
     return {"reports": reports}
 
 
@@ -117,6 +157,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("data", ("data",), _stage_data),
     Stage("teacher", ("seed", "data", "teacher"), _stage_teacher),
     Stage("distill", ("seed", "data", "student", "distill"), _stage_distill),
+    Stage("export", ("export",), _stage_export),
     Stage("evaluate", ("evaluate",), _stage_evaluate),
     Stage("report", (), _stage_report),
 )

@@ -67,6 +67,7 @@ class TeacherSection:
     adapter: str | None = "med2d"
     checkpoint: str | None = None  # official SAM / MedSAM / SAM-Med2D weights to start from
     train_all: bool = False  # train the whole model (only sensible without pretrained weights)
+    spatial_prompts: bool = False  # prompt maps in the dense prompt: lets a from-scratch teacher follow boxes
     interactive: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
 
@@ -95,6 +96,10 @@ class EvaluateSection:
     prompts: list[str] = field(default_factory=lambda: ["box", "1pt", "5pt", "auto"])
     max_objects: int = 8
     limit: int | None = None
+    # The exported bundle, per precision on the runtime (torch-free) path; [] skips it.
+    bundle_precisions: list[str] = field(default_factory=lambda: ["fp32", "fp16", "int8"])
+    bundle_backend: str = "onnxruntime"
+    bundle_prompts: list[str] = field(default_factory=lambda: ["box", "auto"])
 
 
 @dataclass

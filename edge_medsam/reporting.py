@@ -44,6 +44,39 @@ def _comparison(teacher: dict[str, Any], student: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _bundle_lines(outputs: dict[str, dict[str, Any]]) -> list[str]:
+    """The exported bundle: its graphs' sizes and, per precision on the runtime, Dice per modality and prompt."""
+    bundle = outputs.get("export", {}).get("bundle")
+    if not bundle:
+        return []
+    manifest = _read_json(Path(bundle) / "manifest.json")
+    lines = ["", "## Exported bundle", "", f"`{bundle}` ({manifest.get('name')}, version {manifest.get('version')})", "",
+             "| format | precision | graph | MB |", "|---|---|---|---:|"]
+    for graph in manifest.get("graphs", []):
+        size = sum(f.get("bytes", 0) for f in graph.get("files", [])) / 1e6
+        lines.append(f"| {graph.get('format')} | {graph.get('precision')} | {graph.get('graph')} | {size:.2f} |")
+    reports = outputs.get("evaluate", {}).get("reports", {})
+    for set_name in ("held_out", "style_shift"):
+        found = {name.split("_")[1]: _read_json(path) for name, path in reports.items()
+                 if name.startswith("bundle_") and name.endswith(set_name)}
+        if not found:
+            continue
+        modes = [m for m in MODES if any(m in r.get("summary", {}) for r in found.values())]
+        modalities = sorted({m for r in found.values() for mode in modes for m in r.get("summary", {}).get(mode, {})
+                             if m != "all"})
+        lines += ["", f"Runtime Dice per precision, {set_name.replace('_', '-')} images:", "",
+                  "| modality | " + " | ".join(f"{m} {p}" for m in modes for p in found) + " |",
+                  "|---|" + "---:|" * (len(modes) * len(found))]
+        for modality in [*modalities, "all"]:
+            cells = []
+            for mode in modes:
+                for report in found.values():
+                    entry = report.get("summary", {}).get(mode, {}).get(modality, {}).get("all")
+                    cells.append(f"{entry['dice']:.3f}" if entry else "–")
+            lines.append(f"| {'**all objects**' if modality == 'all' else modality} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _curves(run_dir: Path, out: Path) -> Path | None:
     """Loss curves of every training run under ``run_dir`` as one PNG (None without matplotlib)."""
     try:
@@ -110,6 +143,7 @@ def write_report(recipe: Recipe, outputs: dict[str, dict[str, Any]], path: str |
         latency = student.get("latency", {}).get("encode_ms", {})
         if latency.get("n"):
             lines += [f"Student PyTorch CPU latency: encoder p50 {latency['median']:.1f} ms (median)."]
+    lines += _bundle_lines(outputs)
     plot = _curves(run_dir, run_dir / "training_curves.png")
     if plot:
         lines += ["", "## Training curves", "", f"![training loss]({plot.name})"]

@@ -40,7 +40,8 @@ from edge_medsam.runtime.manifest import (
 )
 
 ROOT = Path(edge_medsam.__file__).parent
-SOURCES = [*sorted((ROOT / "models" / "student").glob("*.py")), ROOT / "compress" / "graphs.py",
+SOURCES = [*sorted((ROOT / "models" / "student").glob("*.py")), ROOT / "models" / "prompt_maps.py",
+           ROOT / "compress" / "graphs.py",
            ROOT / "runtime" / "manifest.py",
            ROOT / "modalities.py", ROOT / "preprocess.py", Path(__file__)]
 LIMITS = {"objects": 64, "points": 32}

@@ -22,7 +22,8 @@ TINY = {
     "distill": [{"stage": "general", "train": {"steps": 1, "batch_size": 2, "warmup_steps": 1, "tensorboard": False}},
                 {"stage": "decoupled", "train": {"steps": 1, "batch_size": 2, "warmup_steps": 1, "tensorboard": False}},
                 {"stage": "decoder", "train": {"steps": 2, "batch_size": 2, "warmup_steps": 1, "tensorboard": False}}],
-    "evaluate": {"prompts": ["box", "auto"], "max_objects": 2, "limit": 2},
+    "export": {"formats": ["onnx"], "precision": ["fp32"], "calib_count": 2, "eval_count": 2},
+    "evaluate": {"prompts": ["box", "auto"], "max_objects": 2, "limit": 2, "bundle_precisions": ["fp32"]},
 }
 
 
@@ -39,18 +40,23 @@ def write_recipe(path, **changes):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_pipeline_runs_skips_and_reruns(tmp_path):
     recipe = write_recipe(tmp_path / "tiny.yaml")
     runs = tmp_path / "runs"
     logs: list[str] = []
     state = run_pipeline(recipe, runs, log=logs.append)
-    assert all(state[s]["done"] for s in ("data", "teacher", "distill", "evaluate", "report"))
-    report = runs / "tiny" / "report.md"
-    assert report.exists() and "Dice" in report.read_text()
+    assert all(state[s]["done"] for s in ("data", "teacher", "distill", "export", "evaluate", "report"))
+    report = (runs / "tiny" / "report.md").read_text()
+    assert "Dice" in report and "## Exported bundle" in report and "| onnx | fp32 | encoder |" in report
+    assert "Runtime Dice per precision, held-out images" in report
+    from edge_medsam.runtime import open_bundle
+    bundle = open_bundle(state["export"]["outputs"]["bundle"])
+    assert bundle.manifest.lineage["recipe"] == "tiny"
 
     logs.clear()
     run_pipeline(recipe, runs, log=logs.append)
-    assert sum("skipped" in line for line in logs) == 5
+    assert sum("skipped" in line for line in logs) == 6
 
     logs.clear()
     decoder = {"stage": "decoder", "train": {"steps": 3, "batch_size": 2, "warmup_steps": 1, "tensorboard": False}}
@@ -58,7 +64,7 @@ def test_pipeline_runs_skips_and_reruns(tmp_path):
     write_recipe(recipe, distill=changed)
     run_pipeline(recipe, runs, log=logs.append)
     assert "[data] up to date, skipped" in logs and "[teacher] up to date, skipped" in logs
-    assert "[distill] running" in logs and "[evaluate] running" in logs
+    assert "[distill] running" in logs and "[export] running" in logs and "[evaluate] running" in logs
 
     logs.clear()
     run_pipeline(recipe, runs, from_stage="evaluate", log=logs.append)

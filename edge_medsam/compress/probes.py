@@ -73,7 +73,8 @@ def _interleave(samples: Iterable[Sample]) -> list[Sample]:
     return order
 
 
-def _probes(samples: list[Sample], count: int, config: PreprocessConfig, seed: int) -> list[Probe]:
+def probes_from_samples(samples: list[Sample], count: int, config: PreprocessConfig, seed: int) -> list[Probe]:
+    """Up to ``count`` probes from labelled samples, the modalities taking turns; unreadable files are skipped."""
     rng = np.random.default_rng(seed)
     probes: list[Probe] = []
     for sample in _interleave(samples):
@@ -103,8 +104,8 @@ def load_probes(root: str | Path, calib_count: int, eval_count: int, config: Pre
     if not calib or not held_out:
         raise InputError(f"the dataset has {len(dataset.samples)} samples, too few cases to keep calibration and "
                          "held-out images apart", path=root, fix="give a dataset with at least two cases")
-    calib_probes = _probes(calib, calib_count, config, seed)
-    eval_probes = _probes(held_out, eval_count, config, seed + 1)
+    calib_probes = probes_from_samples(calib, calib_count, config, seed)
+    eval_probes = probes_from_samples(held_out, eval_count, config, seed + 1)
     if not calib_probes or not eval_probes:
         raise InputError("no image with a labelled object in the calibration or held-out half of the dataset",
                          path=root, fix="give a dataset with masks (folder pairs, SA-Med2D, nnU-Net or MedSAM npz)")

@@ -72,7 +72,8 @@ def train_teacher(section: TeacherSection, samples: list[Sample], out_dir: str |
     if section.checkpoint:
         teacher = load_teacher(section.checkpoint, image_size=section.image_size, adapter=section.adapter)
     else:
-        teacher = build_sam(section.arch, image_size=section.image_size, adapter=section.adapter)
+        teacher = build_sam(section.arch, image_size=section.image_size, adapter=section.adapter,
+                            spatial_prompts=section.spatial_prompts)
     if section.train_all:
         teacher.requires_grad_(True)
     else:

@@ -48,6 +48,7 @@ class EdgeStudent(nn.Module):
         sparse = self.prompt_encoder.embed_points(points, labels)
         weight = torch.as_tensor(self_prompt_weight, device=device, dtype=dtype).reshape(-1)[:, None, None, None]
         dense = self_prompt.dense.index_select(0, image_index) * weight + (1 - weight) * self.sppg.no_prompt
+        dense = dense + self.prompt_encoder.spatial(points, labels)
         if mask_input is not None:
             if has_mask is None:
                 has_mask = torch.ones(n, device=device, dtype=dtype)

@@ -7,6 +7,7 @@ import torch
 from segment_anything.modeling.prompt_encoder import PositionEmbeddingRandom
 from torch import nn
 
+from edge_medsam.models.prompt_maps import SpatialPromptEncoder
 from edge_medsam.models.student.conditioning import LayerNorm2d
 
 PAD, NEGATIVE, POSITIVE, BOX_TOP_LEFT, BOX_BOTTOM_RIGHT = -1, 0, 1, 2, 3
@@ -20,7 +21,8 @@ def boxes_to_points(boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class PromptEncoder(nn.Module):
-    """Sparse (points/boxes) and dense (previous mask) prompt embeddings for a g x g image embedding."""
+    """Sparse (points/boxes), spatial (the same prompts drawn as maps) and dense (previous mask) prompt embeddings
+    for a g x g image embedding."""
 
     def __init__(self, dim: int, image_size: int, grid: int):
         super().__init__()
@@ -33,6 +35,7 @@ class PromptEncoder(nn.Module):
             nn.Conv2d(1, hidden, 2, stride=2), LayerNorm2d(hidden), nn.GELU(),
             nn.Conv2d(hidden, hidden * 4, 2, stride=2), LayerNorm2d(hidden * 4), nn.GELU(),
             nn.Conv2d(hidden * 4, dim, 1))
+        self.spatial = SpatialPromptEncoder(dim, image_size, grid)
 
     def dense_pe(self) -> torch.Tensor:
         """[1, D, g, g] positional encoding of the embedding grid."""

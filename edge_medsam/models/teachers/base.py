@@ -48,7 +48,7 @@ class TeacherProfile:
     multimask: bool = True
     prompt_types: tuple[str, ...] = ("point", "box", "mask")
     channel_order: str = "RGB"
-    trainable: tuple[str, ...] = ("prompt_encoder.*", "mask_decoder.*")
+    trainable: tuple[str, ...] = ("prompt_encoder.*", "mask_decoder.*", "spatial_prompts.*")
 
     def __post_init__(self) -> None:
         if self.mask_prompt not in MASK_PROMPTS:

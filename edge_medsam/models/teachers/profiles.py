@@ -23,7 +23,7 @@ MEDSAM = TeacherProfile(
     preprocess=PreprocessConfig(1024, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), resize="stretch"),
     multimask=False,
     prompt_types=("box",),
-    trainable=("image_encoder.*", "mask_decoder.*"),
+    trainable=("image_encoder.*", "mask_decoder.*", "spatial_prompts.*"),
 )
 
 # SAM-Med2D: 256x256 stretch with SAM's mean/std. Its data pipeline reads images with cv2 and never converts
@@ -35,7 +35,7 @@ SAM_MED2D = TeacherProfile(
     preprocess=PreprocessConfig(256, IMAGENET_MEAN, IMAGENET_STD, resize="stretch"),
     mask_prompt="probabilities",
     channel_order="BGR",
-    trainable=("image_encoder.blocks.*.Adapter.*", "prompt_encoder.*", "mask_decoder.*"),
+    trainable=("image_encoder.blocks.*.Adapter.*", "prompt_encoder.*", "mask_decoder.*", "spatial_prompts.*"),
 )
 
 PROFILES: dict[str, TeacherProfile] = {profile.name: profile for profile in (SAM, MEDSAM, SAM_MED2D)}

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from edge_medsam.errors import InputError
+from edge_medsam.models.prompt_maps import SpatialPromptEncoder
 from edge_medsam.models.sam.arch import SamArch, check_image_size, get_arch
 from edge_medsam.models.sam.components import build_image_encoder, build_mask_decoder, build_prompt_encoder
 from edge_medsam.models.teachers.base import Points, PromptBatch, Teacher, TeacherFeatures, TeacherProfile
@@ -19,10 +20,13 @@ class SamTeacher(Teacher):
 
     ``encode`` returns the neck embedding [B, 256, S/16, S/16] and, as ``multiscale``, the outputs of the
     global-attention blocks (ViT-B: 2, 5, 8, 11) as [B, C, S/16, S/16] maps. Low-res logits are S/4 x S/4.
+
+    ``spatial_prompts`` adds prompt maps (``edge_medsam.models.prompt_maps``) to the dense prompt: for teachers
+    trained from scratch on a small budget; official checkpoints do not have them.
     """
 
     def __init__(self, arch: SamArch | str, image_size: int, adapter: str | None = None,
-                 profile: TeacherProfile | str | None = None):
+                 profile: TeacherProfile | str | None = None, spatial_prompts: bool = False):
         arch = get_arch(arch)
         image_size = check_image_size(image_size, adapter=adapter)
         chosen = get_profile(profile) if profile is not None else (SAM_MED2D if adapter else SAM)
@@ -34,6 +38,8 @@ class SamTeacher(Teacher):
         self.prompt_encoder = build_prompt_encoder(arch.prompt_dim, image_size, mask_in_chans=arch.mask_in_chans)
         self.mask_decoder = build_mask_decoder(arch.prompt_dim, arch.decoder_mlp_dim, arch.decoder_heads,
                                                arch.iou_hidden_dim)
+        grid = arch.grid(image_size)
+        self.spatial_prompts = SpatialPromptEncoder(arch.prompt_dim, image_size, grid) if spatial_prompts else None
 
     @property
     def multiscale_blocks(self) -> tuple[int, ...]:
@@ -47,8 +53,11 @@ class SamTeacher(Teacher):
 
     def config(self) -> dict[str, Any]:
         """The arguments that rebuild this teacher with ``build_sam(**config)``."""
-        return {"arch": self.arch.name, "image_size": self.image_size, "adapter": self.adapter,
-                "profile": self.profile.name}
+        config = {"arch": self.arch.name, "image_size": self.image_size, "adapter": self.adapter,
+                  "profile": self.profile.name}
+        if self.spatial_prompts is not None:
+            config["spatial_prompts"] = True
+        return config
 
     def encode(self, images: torch.Tensor) -> TeacherFeatures:
         """Prepared images [B, 3, S, S] → neck embedding and global-block feature maps."""
@@ -88,6 +97,8 @@ class SamTeacher(Teacher):
             # Without any prompt SAM's prompt encoder answers for a single object.
             sparse = sparse.expand(objects, -1, -1)
             dense = dense.expand(objects, -1, -1, -1)
+        if self.spatial_prompts is not None:
+            dense = dense + self.spatial_prompts(*_as_points(prompts, embedding))
         return self.mask_decoder(
             image_embeddings=prompts.per_object(embedding),
             image_pe=self.prompt_encoder.get_dense_pe(),
@@ -97,7 +108,23 @@ class SamTeacher(Teacher):
         )
 
 
+def _as_points(prompts: PromptBatch, embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every object's points and box corners as one SAM point set ([O, P, 2], [O, P]; -1 pads a mask-only set)."""
+    coords, labels = [], []
+    if prompts.points is not None:
+        coords.append(prompts.points[0])
+        labels.append(prompts.points[1].to(torch.int64))
+    if prompts.boxes is not None:
+        coords.append(prompts.boxes.reshape(-1, 2, 2))
+        labels.append(torch.tensor([2, 3], device=embedding.device).expand(prompts.num_objects, 2))
+    if not coords:
+        return (embedding.new_zeros(prompts.num_objects, 1, 2),
+                torch.full((prompts.num_objects, 1), -1, device=embedding.device, dtype=torch.int64))
+    return torch.cat([c.to(embedding.dtype) for c in coords], 1), torch.cat(labels, 1)
+
+
 def build_sam(arch: str = "vit_b", image_size: int = 1024, adapter: str | None = None,
-              profile: TeacherProfile | str | None = None) -> SamTeacher:
-    """A randomly initialised SAM-family teacher (``adapter="med2d"`` for SAM-Med2D) with the official layout."""
-    return SamTeacher(arch, image_size, adapter, profile)
+              profile: TeacherProfile | str | None = None, spatial_prompts: bool = False) -> SamTeacher:
+    """A randomly initialised SAM-family teacher (``adapter="med2d"`` for SAM-Med2D) with the official layout
+    (plus prompt maps when ``spatial_prompts``)."""
+    return SamTeacher(arch, image_size, adapter, profile, spatial_prompts)
