@@ -1,0 +1,1 @@
+"""End-user applications built on the torch-free runtime (the browser demo)."""
