@@ -9,6 +9,8 @@ encoding (labels -1 pad, 0 negative, 1 positive, 2/3 box corners), so one export
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from segment_anything.modeling.common import LayerNorm2d
 from torch import nn
@@ -46,6 +48,22 @@ def rasterise_prompts(coords: torch.Tensor, labels: torch.Tensor, grid: int, ima
     positive = (bumps * (labels == POSITIVE).to(dtype)[..., None, None]).sum(1).clamp(max=1)
     negative = (bumps * (labels == NEGATIVE).to(dtype)[..., None, None]).sum(1).clamp(max=1)
     return torch.stack([inside, positive, negative], dim=1)
+
+
+def prompt_points(prompts: Any, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A teacher's ``PromptBatch`` (points and/or boxes) as one SAM point set per object ([O, P, 2], [O, P]);
+    a mask-only or empty prompt becomes one padding point."""
+    coords, labels = [], []
+    if prompts.points is not None:
+        coords.append(prompts.points[0])
+        labels.append(prompts.points[1].to(torch.int64))
+    if prompts.boxes is not None:
+        coords.append(prompts.boxes.reshape(-1, 2, 2))
+        labels.append(torch.tensor([BOX_TOP_LEFT, BOX_BOTTOM_RIGHT], device=like.device).expand(prompts.num_objects, 2))
+    if not coords:
+        return (like.new_zeros(prompts.num_objects, 1, 2),
+                torch.full((prompts.num_objects, 1), -1, device=like.device, dtype=torch.int64))
+    return torch.cat([c.to(like.dtype) for c in coords], 1), torch.cat(labels, 1)
 
 
 class SpatialPromptEncoder(nn.Module):

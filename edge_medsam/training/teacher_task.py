@@ -69,7 +69,7 @@ class InteractiveTeacherTask:
         index, coords, labels, targets = (t.to(ctx.device) for t in objects)
         with ctx.autocast():
             features = model.encode(images)
-            selected = type(features)(features.embedding.index_select(0, index), [])
+            selected = features.select(index, multiscale=model.decodes_multiscale)
             logits, iou = model.decode(selected, points=(coords, labels))
             first = mask_losses(logits, targets, iou)
         losses = [first["loss"]]

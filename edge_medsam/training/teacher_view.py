@@ -25,6 +25,10 @@ def reframe(images: torch.Tensor, source: PreprocessConfig, profile: TeacherProf
     return (unit - images.new_tensor(target.mean).view(1, 3, 1, 1)) / images.new_tensor(target.std).view(1, 3, 1, 1)
 
 
+def _moved(features: TeacherFeatures, device: torch.device | str, dtype: torch.dtype) -> TeacherFeatures:
+    return TeacherFeatures(features.embedding.to(device, dtype), [m.to(device, dtype) for m in features.multiscale])
+
+
 class TeacherView:
     """One teacher for every modality, or one per modality index (falling back to ``default``).
 
@@ -38,7 +42,7 @@ class TeacherView:
         self.default = default
         self.per_modality = dict(per_modality or {})
         self.student = student
-        self._cache: dict[tuple[int, int], torch.Tensor] | None = {} if cache else None
+        self._cache: dict[tuple[int, int], TeacherFeatures] | None = {} if cache else None
         for teacher in self.teachers():
             teacher.eval()
             for p in teacher.parameters():
@@ -72,22 +76,27 @@ class TeacherView:
     def _features(self, teacher: nn.Module, images: torch.Tensor):
         return teacher.encode(self._frame(teacher, images))
 
-    def _embedding(self, batch: dict[str, torch.Tensor], images: torch.Tensor, modality: torch.Tensor,
-                   b: int) -> tuple[nn.Module, torch.Tensor]:
-        """Sample ``b``'s teacher and its embedding [C, h, w], from the cache when it was seen before."""
+    def _sample_features(self, batch: dict[str, torch.Tensor], images: torch.Tensor, modality: torch.Tensor,
+                         b: int) -> tuple[nn.Module, TeacherFeatures]:
+        """Sample ``b``'s teacher and its features (embedding [1, C, h, w], plus the multiscale maps of a teacher
+        whose decoder reads them), from the cache when it was seen before."""
         teacher = self._teacher(int(modality[b]))
         key = (int(batch["index"][b]), id(teacher))
         if self._cache is not None and key in self._cache:
-            return teacher, self._cache[key].to(images.device, torch.float32)
-        embedding = self._features(teacher, images[b : b + 1]).embedding[0].float()
+            return teacher, _moved(self._cache[key], images.device, torch.float32)
+        features = self._features(teacher, images[b : b + 1])
+        # Most decoders read the embedding alone; their multiscale maps are large, so they are not kept.
+        if not teacher.decodes_multiscale:
+            features = TeacherFeatures(features.embedding, [])
         if self._cache is not None:
-            self._cache[key] = embedding.to("cpu", torch.float16)
-        return teacher, embedding
+            self._cache[key] = _moved(features, "cpu", torch.float16)
+        return teacher, _moved(features, images.device, torch.float32)
 
     @torch.no_grad()
     def embeddings(self, batch: dict[str, torch.Tensor], images: torch.Tensor, modality: torch.Tensor) -> torch.Tensor:
         """Each sample's teacher embedding [B, C, h, w] (cached by dataset index and teacher)."""
-        return torch.stack([self._embedding(batch, images, modality, b)[1] for b in range(images.shape[0])])
+        return torch.stack([self._sample_features(batch, images, modality, b)[1].embedding[0]
+                            for b in range(images.shape[0])])
 
     @torch.no_grad()
     def masks(self, batch: dict[str, torch.Tensor], images: torch.Tensor, modality: torch.Tensor,
@@ -97,9 +106,8 @@ class TeacherView:
         out: list[torch.Tensor | None] = [None] * image_index.shape[0]
         for b in image_index.unique().tolist():
             rows = (image_index == b).nonzero().flatten()
-            teacher, embedding = self._embedding(batch, images, modality, b)
+            teacher, features = self._sample_features(batch, images, modality, b)
             scale = teacher.profile.preprocess.size / images.shape[-1]
-            features = TeacherFeatures(embedding[None], [])
             logits, iou = teacher.decode(features, points=(coords[rows][None] * scale, labels[rows][None]),
                                          multimask=True)
             for row, mask in zip(rows.tolist(), best_mask(logits, iou)[0][:, 0], strict=True):

@@ -93,6 +93,11 @@ class TeacherFeatures:
         """The same features cut from the autograd graph (SAM-Med2D's decoder-only interactive steps)."""
         return TeacherFeatures(self.embedding.detach(), [m.detach() for m in self.multiscale])
 
+    def select(self, index: torch.Tensor, multiscale: bool = True) -> TeacherFeatures:
+        """The rows ``index`` of every map (one row per object); multiscale maps only when ``multiscale``."""
+        return TeacherFeatures(self.embedding.index_select(0, index),
+                               [m.index_select(0, index) for m in self.multiscale] if multiscale else [])
+
 
 def _objects_per_image(name: str, shape: torch.Size, num_images: int, single_dims: int) -> int:
     if len(shape) == single_dims and shape[0] == num_images:
@@ -167,7 +172,13 @@ def best_mask(low_res_logits: torch.Tensor, iou: torch.Tensor) -> tuple[torch.Te
 
 
 class Teacher(nn.Module, ABC):
-    """A full-size segmentation teacher: prepare → encode (once per image) → decode (once per prompt set)."""
+    """A full-size segmentation teacher: prepare → encode (once per image) → decode (once per prompt set).
+
+    ``decodes_multiscale``: whether ``decode`` reads ``features.multiscale`` (then training and distillation keep
+    those maps next to the embedding; otherwise they are dropped to save memory).
+    """
+
+    decodes_multiscale: bool = False
 
     def __init__(self, profile: TeacherProfile):
         super().__init__()

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from edge_medsam.errors import InputError
-from edge_medsam.models.prompt_maps import SpatialPromptEncoder
+from edge_medsam.models.prompt_maps import SpatialPromptEncoder, prompt_points
 from edge_medsam.models.sam.arch import SamArch, check_image_size, get_arch
 from edge_medsam.models.sam.components import build_image_encoder, build_mask_decoder, build_prompt_encoder
 from edge_medsam.models.teachers.base import Points, PromptBatch, Teacher, TeacherFeatures, TeacherProfile
@@ -98,7 +98,7 @@ class SamTeacher(Teacher):
             sparse = sparse.expand(objects, -1, -1)
             dense = dense.expand(objects, -1, -1, -1)
         if self.spatial_prompts is not None:
-            dense = dense + self.spatial_prompts(*_as_points(prompts, embedding))
+            dense = dense + self.spatial_prompts(*prompt_points(prompts, embedding))
         return self.mask_decoder(
             image_embeddings=prompts.per_object(embedding),
             image_pe=self.prompt_encoder.get_dense_pe(),
@@ -106,21 +106,6 @@ class SamTeacher(Teacher):
             dense_prompt_embeddings=dense,
             multimask_output=self.profile.multimask if multimask is None else multimask,
         )
-
-
-def _as_points(prompts: PromptBatch, embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every object's points and box corners as one SAM point set ([O, P, 2], [O, P]; -1 pads a mask-only set)."""
-    coords, labels = [], []
-    if prompts.points is not None:
-        coords.append(prompts.points[0])
-        labels.append(prompts.points[1].to(torch.int64))
-    if prompts.boxes is not None:
-        coords.append(prompts.boxes.reshape(-1, 2, 2))
-        labels.append(torch.tensor([2, 3], device=embedding.device).expand(prompts.num_objects, 2))
-    if not coords:
-        return (embedding.new_zeros(prompts.num_objects, 1, 2),
-                torch.full((prompts.num_objects, 1), -1, device=embedding.device, dtype=torch.int64))
-    return torch.cat([c.to(embedding.dtype) for c in coords], 1), torch.cat(labels, 1)
 
 
 def build_sam(arch: str = "vit_b", image_size: int = 1024, adapter: str | None = None,
