@@ -69,11 +69,13 @@ def train_teacher(section: TeacherSection, samples: list[Sample], out_dir: str |
         job = getattr(importlib.import_module(module), function)
         return job(section, samples, out_dir, seed=seed, resume=resume)
     out_dir = Path(out_dir)
-    if section.checkpoint:
-        teacher = load_teacher(section.checkpoint, image_size=section.image_size, adapter=section.adapter)
-    else:
-        teacher = build_sam(section.arch, image_size=section.image_size, adapter=section.adapter,
-                            spatial_prompts=section.spatial_prompts)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)  # the same recipe and seed start from the same weights
+        if section.checkpoint:
+            teacher = load_teacher(section.checkpoint, image_size=section.image_size, adapter=section.adapter)
+        else:
+            teacher = build_sam(section.arch, image_size=section.image_size, adapter=section.adapter,
+                                spatial_prompts=section.spatial_prompts)
     if section.train_all:
         teacher.requires_grad_(True)
     else:
@@ -104,11 +106,13 @@ def distill_student(section: StudentSection, stages: list[DistillStageSection], 
         raise EdgeMedSAMError("the recipe has no distill stages", path=out_dir,
                               fix="add distill: [{stage: general}, {stage: decoupled}, {stage: decoder}]")
     config = student_config(section)
-    student = EdgeStudent(config)
     teacher = load_model(teacher_path) if teacher_path else None
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)  # the same recipe and seed start from the same weights
+        student = EdgeStudent(config)
+        model = DistillationModel(student, _teacher_dim(teacher) if teacher is not None else None)
     data_config = PreprocessConfig(size=config.image_size)
     view = TeacherView(teacher, data_config) if teacher is not None else None
-    model = DistillationModel(student, _teacher_dim(teacher) if teacher is not None else None)
     dataset = SegmentationDataset(samples, data_config)
     for i, stage in enumerate(stages):
         stage_dir = out_dir / f"stage{i}_{stage.stage}"

@@ -144,6 +144,14 @@ class StudentDistillTask:
         auto = mask_losses(masks, foreground, iou)
         out["auto_dice_loss"] = auto["dice_loss"]
         losses.append(cfg.auto_weight * auto["loss"])
+        if cfg.refine_weight > 0:  # a click on the automatic mask, as a user corrects it
+            images_index = torch.arange(images.shape[0], device=images.device)
+            no_points = images.new_zeros(images.shape[0], 0, 2)
+            refined = self._refine(student, features, self_prompt, images_index, no_points,
+                                   torch.zeros(images.shape[0], 0, dtype=torch.int64, device=images.device),
+                                   best_mask(masks, iou)[0][:, 0].detach(), foreground, ctx.rng)
+            out["auto_refine_dice_loss"] = refined["dice_loss"]
+            losses.append(cfg.refine_weight * refined["loss"])
         # Prompted objects (boxes / points), then one refinement click from the error region with the mask.
         prompts = self._simulate(labels, ctx.rng)
         if prompts is None:
