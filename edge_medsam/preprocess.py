@@ -69,7 +69,7 @@ class Geometry:
         """(height, width) of the image inside the padded frame."""
         if not self.keep_aspect:
             return self.size, self.size
-        return int(self.height * self.scale + 0.5), int(self.width * self.scale + 0.5)
+        return max(1, int(self.height * self.scale + 0.5)), max(1, int(self.width * self.scale + 0.5))
 
     def points_to_model(self, xy: np.ndarray) -> np.ndarray:
         """Map (..., 2) x/y coordinates from original pixels to the model frame."""

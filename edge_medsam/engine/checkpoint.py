@@ -31,6 +31,14 @@ def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
     return path
 
 
+def remove_partial_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files (``.<name>.*.tmp``) that a writer killed mid-write left in ``folder``."""
+    partial = sorted(Path(folder).glob(".*.tmp")) if Path(folder).is_dir() else []
+    for path in partial:
+        path.unlink(missing_ok=True)
+    return partial
+
+
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint written by this engine (tensors and plain containers only)."""
     path = Path(path)

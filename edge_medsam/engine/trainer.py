@@ -3,6 +3,7 @@ and exact resume (model, optimizer, scheduler, scaler, every RNG, step and data 
 
 from __future__ import annotations
 
+import math
 import random
 import sys
 import time
@@ -18,12 +19,16 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from edge_medsam.engine.checkpoint import LATEST, atomic_save, load_checkpoint
+from edge_medsam.engine.checkpoint import LATEST, atomic_save, load_checkpoint, remove_partial_files
 from edge_medsam.engine.distributed import DistInfo, all_reduce_mean, barrier, init_distributed, pick_device
 from edge_medsam.engine.logs import RunLogger
 from edge_medsam.engine.sampler import ResumableSampler
 from edge_medsam.engine.schedule import warmup_cosine
 from edge_medsam.errors import EdgeMedSAMError
+
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+_NON_FINITE_FIX = ("lower the learning rate or enable gradient clipping, then --resume from the last good checkpoint; "
+                   "check the data for NaN values")
 
 
 @dataclass
@@ -59,6 +64,30 @@ class TrainConfig:
         if "betas" in values:
             values["betas"] = tuple(values["betas"])
         return cls(**values)
+
+    def __post_init__(self) -> None:
+        # A NaN or negative setting would surface steps later as a torch error or a NaN loss: refuse it here.
+        wholes = {"steps": 1, "batch_size": 1, "grad_accum": 1, "ckpt_every": 1, "log_every": 1, "warmup_steps": 0,
+                  "num_workers": 0}
+        for name, least in wholes.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise EdgeMedSAMError(f"train setting {name}={value!r} is not a whole number >= {least}",
+                                      fix=f"set train: {name} to a whole number >= {least} in the recipe")
+        at_least_zero, positive = (">= 0", lambda v: v >= 0), ("> 0", lambda v: v > 0)
+        numbers = [("lr", self.lr, *positive), ("weight_decay", self.weight_decay, *at_least_zero),
+                   ("min_lr_factor", self.min_lr_factor, *at_least_zero),
+                   *[("betas", beta, "in [0, 1)", lambda v: 0 <= v < 1) for beta in self.betas]]
+        if self.clip_grad is not None:
+            numbers.append(("clip_grad", self.clip_grad, ">= 0 (0 or null: no clipping)", at_least_zero[1]))
+        for name, value, bound, ok in numbers:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or not ok(value):
+                text = " (YAML reads 1e-3 as text: write 1.0e-3)" if isinstance(value, str) else ""
+                raise EdgeMedSAMError(f"train setting {name}={value!r} is not a finite number {bound}",
+                                      fix=f"set train: {name} to a finite number {bound} in the recipe{text}")
+        if self.amp not in AMP_MODES:
+            raise EdgeMedSAMError(f"train setting amp={self.amp!r} is unknown", fix=f"use one of {', '.join(AMP_MODES)}")
 
 
 @dataclass
@@ -175,6 +204,9 @@ class Trainer:
                 find_unused_parameters=cfg.find_unused_parameters)
 
         step, epoch, consumed = 0, 0, 0
+        if info.is_main:  # a run killed while writing (SIGKILL, power loss) leaves its temporary files behind
+            for folder in (self.out_dir, self.checkpoint_path.parent):
+                remove_partial_files(folder)
         if resume:
             path = self.checkpoint_path if resume is True else Path(resume)
             state = load_checkpoint(path, map_location=device)
@@ -194,6 +226,13 @@ class Trainer:
             return torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
 
         def save(path: Path) -> None:
+            # A finite loss can still leave NaN weights behind (a NaN gradient): never let them replace a good checkpoint.
+            bad = next((k for k, v in model.state_dict().items() if v.is_floating_point() and not v.isfinite().all()),
+                       None)
+            if bad is not None:
+                progress.close()
+                raise EdgeMedSAMError(f"weights became non-finite ({bad}) at step {step}; stopped without saving them",
+                                      path=path if path.exists() else None, fix=_NON_FINITE_FIX)
             rng = _rng_state(task_rng)
             states = [None] * info.world_size if info.enabled else [rng]
             if info.enabled:
@@ -231,8 +270,7 @@ class Trainer:
                         raise EdgeMedSAMError(
                             f"loss became {loss.item()} at step {step}; stopped",
                             path=self.checkpoint_path if self.checkpoint_path.exists() else None,
-                            fix="lower the learning rate or enable gradient clipping, then --resume from the last good "
-                                "checkpoint")
+                            fix=_NON_FINITE_FIX)
                     scaler.scale(loss / cfg.grad_accum).backward()
                 for key, value in out.items():
                     window.setdefault(key, []).append(float(value.detach()))

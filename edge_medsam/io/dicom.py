@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.pixels import apply_color_lut, apply_modality_lut
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
@@ -46,8 +46,9 @@ _NON_IMAGES = {
     "KO": "a Key Object Selection (no image)",
 }
 _TRUNCATED_FIX = "copy or export the file again; a partial transfer cannot be decoded"
-_DICOM_ERRORS = (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError, AttributeError,
-                 NotImplementedError, RuntimeError, struct.error, IndexError)
+# What pydicom raises on malformed files (element values of a wrong length included).
+DICOM_ERRORS = (InvalidDicomError, BytesLengthException, EOFError, OSError, ValueError, TypeError, KeyError,
+                AttributeError, NotImplementedError, RuntimeError, struct.error, IndexError)
 _POSITION_TOLERANCE_MM = 1e-3
 
 
@@ -58,7 +59,7 @@ def dicom_errors(path: PathLike) -> Iterator[None]:
         yield
     except InputError:
         raise
-    except _DICOM_ERRORS as err:
+    except DICOM_ERRORS as err:
         raise not_readable(path, f"the DICOM file is malformed or truncated ({type(err).__name__}: {err})",
                            fix=_TRUNCATED_FIX) from err
 
@@ -132,7 +133,7 @@ def decode(ds: Dataset, path: PathLike) -> np.ndarray:
     """Decode the pixel data: (rows, cols[, 3]) for one frame, (frames, rows, cols[, 3]) for several; YBR → RGB."""
     try:
         return ds.pixel_array
-    except _DICOM_ERRORS as err:
+    except DICOM_ERRORS as err:
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         if syntax is not None and syntax.is_compressed:
             fix = ("if the file is complete, install a decoder (pip install pylibjpeg pylibjpeg-libjpeg "

@@ -7,7 +7,6 @@ import stat
 import tempfile
 import warnings
 import zipfile
-import zlib
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
@@ -15,10 +14,10 @@ from typing import Any
 
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 
 from edge_medsam.errors import InputError
 from edge_medsam.io.dicom import (
+    DICOM_ERRORS,
     Frame,
     check_image_dataset,
     decode,
@@ -32,7 +31,7 @@ from edge_medsam.io.dicom import (
     read_dicom_file_volume,
     volume_from_frames,
 )
-from edge_medsam.io.files import PathLike, check_voxels, existing_file, resolve_limits
+from edge_medsam.io.files import ZIP_ERRORS, PathLike, check_voxels, existing_file, resolve_limits
 from edge_medsam.io.types import ReadLimits, Volume
 
 MAX_FILES = 100_000
@@ -62,7 +61,7 @@ def _header(file: Path) -> Dataset | None:
         if "Rows" not in ds or "Columns" not in ds or str(ds.get("Modality", "")).upper() in ("SEG", "RTSTRUCT"):
             return None
         return ds
-    except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, KeyError, AttributeError):
+    except DICOM_ERRORS:
         if marked:
             warnings.warn(f"{file}: skipped, the DICOM header cannot be read", stacklevel=4)
         return None
@@ -190,8 +189,9 @@ def extract_zip(archive: Path, destination: Path, *, max_bytes: int, max_members
                             raise InputError(f"zip expands to more than {max_bytes} bytes", path=archive,
                                              fix="unpack it yourself and give the folder")
                         out.write(chunk)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, RuntimeError, EOFError, zlib.error, NotImplementedError,
-            OSError) as err:
+    except InputError:
+        raise
+    except ZIP_ERRORS as err:
         raise InputError(f"not a readable zip archive ({err})", path=archive,
                          fix="check the download; encrypted zips are not supported") from err
 

@@ -20,6 +20,10 @@ from edge_medsam.io.types import ReadLimits
 
 PathLike = str | os.PathLike[str]
 
+# What zipfile and numpy's .npy reader raise on damaged archives (unknown compression, bad names or headers,
+# short data). InputError is a ValueError: handlers re-raise it before catching these.
+ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, zlib.error, NotImplementedError,
+              RuntimeError, SyntaxError, KeyError, IndexError)
 RUNTIME_FIX = "install the readers with: pip install 'edge-medsam[runtime]'"
 READABLE = "PNG, JPEG, TIFF, BMP, DICOM, NIfTI (.nii/.nii.gz) or a MedSAM .npz"
 
@@ -107,7 +111,7 @@ def is_npz(path: PathLike) -> bool:
     try:
         with zipfile.ZipFile(path) as zf:
             names = [n for n in zf.namelist() if not n.endswith("/")]
-    except (zipfile.BadZipFile, OSError):
+    except ZIP_ERRORS:
         return Path(path).suffix.lower() == ".npz"
     return bool(names) and all(n.endswith(".npy") for n in names)
 

@@ -6,7 +6,9 @@ the fallback for TIFF flavours tifffile leaves to it (CMYK, YCbCr, JPEG-in-TIFF 
 
 from __future__ import annotations
 
+import logging
 import struct
+import threading
 import warnings
 import zlib
 from collections.abc import Iterator
@@ -25,7 +27,9 @@ from edge_medsam.io.types import Image2D, ReadLimits
 # Pillow's process-wide bomb guard agrees with ours; each call's limits are checked from the header below.
 Image.MAX_IMAGE_PIXELS = ReadLimits.from_env().max_pixels
 
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, IndexError, KeyError)
+# What Pillow and tifffile raise on damaged files (a malformed tag can reach their code as a wrong type).
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, IndexError, KeyError, TypeError,
+                  AttributeError, NotImplementedError, RuntimeError)
 _TIFFFILE_PHOTOMETRICS = {"MINISBLACK", "MINISWHITE", "RGB", "PALETTE"}
 _EXIF_ORIENTATION = 0x0112
 _CONVERT_TO_RGB = {"CMYK", "YCbCr", "LAB", "HSV", "RGBX", "RGBa", "PA"}
@@ -70,10 +74,11 @@ def _png_bit_depth(path: Path) -> int:
 def _pillow_array(im: Image.Image, path: Path, labels: bool) -> tuple[np.ndarray, dict[str, Any]]:
     """Decode a Pillow image to numpy in the file's own value range; palettes stay indices when ``labels``."""
     meta: dict[str, Any] = {"format": (im.format or "").lower(), "mode": im.mode}
-    if getattr(im, "n_frames", 1) > 1:
-        warnings.warn(f"{path}: holds {im.n_frames} frames; reading the first", stacklevel=3)
-        meta["frames"] = im.n_frames
     try:
+        frames = getattr(im, "n_frames", 1)  # counting frames parses every frame's header
+        if frames > 1:
+            warnings.warn(f"{path}: holds {frames} frames; reading the first", stacklevel=4)
+            meta["frames"] = frames
         im.load()
         if im.getexif().get(_EXIF_ORIENTATION, 1) != 1:
             # Cameras (dermoscopy, fundus) store pictures sideways plus a tag; segment what a viewer shows.
@@ -108,7 +113,7 @@ def _pillow_array(im: Image.Image, path: Path, labels: bool) -> tuple[np.ndarray
         raise not_readable(path, f"Pillow pixel mode {mode!r} is not supported",
                            fix="convert it to an 8- or 16-bit grey or RGB PNG/TIFF")
     if meta["format"] == "png" and mode in ("RGB", "RGBA") and _png_bit_depth(path) == 16:
-        warnings.warn(f"{path}: 16-bit colour PNG read as 8-bit (Pillow keeps the high byte)", stacklevel=3)
+        warnings.warn(f"{path}: 16-bit colour PNG read as 8-bit (Pillow keeps the high byte)", stacklevel=4)
         meta["reduced_from_bits"] = 16
     return np.ascontiguousarray(arr), meta
 
@@ -124,7 +129,7 @@ def _tiff_array(path: Path, limits: ReadLimits, labels: bool) -> tuple[np.ndarra
             return None
         meta: dict[str, Any] = {"format": "tiff", "photometric": photometric.lower()}
         if len(tif.pages) > 1:
-            warnings.warn(f"{path}: holds {len(tif.pages)} pages; reading the first", stacklevel=3)
+            warnings.warn(f"{path}: holds {len(tif.pages)} pages; reading the first", stacklevel=4)
             meta["pages"] = len(tif.pages)
         arr = page.asarray()
         axes, colormap, bits = page.axes, page.colormap, int(page.bitspersample)
@@ -150,12 +155,54 @@ def _tiff_array(path: Path, limits: ReadLimits, labels: bool) -> tuple[np.ndarra
     return np.ascontiguousarray(arr), meta
 
 
+class _HeldLogs(logging.Filter):
+    """Holds back the calling thread's log records (other threads' records pass)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread = threading.get_ident()
+        self.records: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.thread != self.thread:
+            return True
+        self.records.append(record)
+        return False
+
+
+@contextmanager
+def _remarks_only_if_decoded() -> Iterator[None]:
+    """Show Pillow's warnings and tifffile's log lines only when the picture decodes.
+
+    A damaged file gets one InputError line saying what is wrong; the decoders' remarks about the same damage
+    (several lines, with source code) would bury it.
+    """
+    logger = logging.getLogger("tifffile")
+    held = _HeldLogs()
+    logger.addFilter(held)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+    finally:
+        logger.removeFilter(held)
+    for record in held.records:  # reached only when decoding succeeded
+        logger.handle(record)
+    for remark in caught:
+        warnings.warn_explicit(remark.message, remark.category, remark.filename, remark.lineno, source=remark.source)
+
+
 def load_picture(path: PathLike, limits: ReadLimits | None = None, *, labels: bool = False
                  ) -> tuple[np.ndarray, dict[str, Any]]:
     """Decode a picture to (pixels, meta) after checking its size from the header.
 
     ``labels`` keeps palette images as their indices and 1-bit images as 0/1 (for label maps).
     """
+    with _remarks_only_if_decoded():
+        return _load_picture(path, limits, labels)
+
+
+def _load_picture(path: PathLike, limits: ReadLimits | None, labels: bool) -> tuple[np.ndarray, dict[str, Any]]:
     p = existing_file(path)
     limits = resolve_limits(limits)
     if sniff_format(p) == "tiff":

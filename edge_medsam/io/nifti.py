@@ -27,7 +27,9 @@ from edge_medsam.io.types import Image2D, ReadLimits, Volume
 from edge_medsam.io.volumes import slice_volume
 
 _NAMES = (".nii", ".nii.gz", ".hdr", ".img", ".hdr.gz", ".img.gz")
-_READ_ERRORS = (ImageFileError, HeaderDataError, OSError, EOFError, zlib.error, ValueError, struct.error)
+# What nibabel (and numpy's memory map under it) raise on damaged headers and data.
+_READ_ERRORS = (ImageFileError, HeaderDataError, OSError, EOFError, zlib.error, ValueError, struct.error, OverflowError,
+                TypeError)
 
 
 def _open(path: PathLike, limits: ReadLimits) -> tuple[nib.spatialimages.SpatialImage, tuple[int, int, int]]:

@@ -15,7 +15,15 @@ from pathlib import Path
 import numpy as np
 
 from edge_medsam.errors import InputError
-from edge_medsam.io.files import PathLike, atomic_write, check_finite, check_voxels, existing_file, resolve_limits
+from edge_medsam.io.files import (
+    ZIP_ERRORS,
+    PathLike,
+    atomic_write,
+    check_finite,
+    check_voxels,
+    existing_file,
+    resolve_limits,
+)
 from edge_medsam.io.masks import label_array
 from edge_medsam.io.types import Image2D, ReadLimits, Volume
 from edge_medsam.modalities import get_modality
@@ -80,12 +88,20 @@ def _member_shape(npz: zipfile.ZipFile, key: str) -> tuple[tuple[int, ...], np.d
     return tuple(shape), dtype
 
 
-def _read_key(data: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
+def _read_key(npz: zipfile.ZipFile, key: str, path: Path, max_items: int) -> np.ndarray:
+    """One array, read without pickle after its header says it holds at most ``max_items`` numbers."""
     try:
-        return data[key]
-    except ValueError as err:  # object arrays need pickle, which is never allowed for files from outside
-        raise InputError(f"key {key!r} holds Python objects, not numbers", path=path, fix=_FIX) from err
-    except (OSError, zipfile.BadZipFile, EOFError) as err:
+        shape, dtype = _member_shape(npz, key)
+        if dtype.hasobject:  # object arrays need pickle, which is never allowed for files from outside
+            raise InputError(f"key {key!r} holds Python objects, not numbers", path=path, fix=_FIX)
+        if int(np.prod(shape, dtype=np.int64)) > max_items:
+            raise InputError(f"key {key!r} has shape {shape}, more values than the image has pixels", path=path,
+                             fix=_FIX)
+        with npz.open(f"{key}.npy") as member:
+            return np.lib.format.read_array(member, allow_pickle=False)
+    except ZIP_ERRORS as err:
+        if isinstance(err, InputError):
+            raise
         raise InputError(f"key {key!r} is truncated or corrupt ({err})", path=path,
                          fix="copy the file again") from err
 
@@ -118,24 +134,24 @@ def read_laptop_npz(path: PathLike, limits: ReadLimits | None = None) -> LaptopC
                 raise InputError(f"key 'imgs' is missing (keys: {', '.join(sorted(keys)) or 'none'})", path=p,
                                  fix=_FIX)
             shape, dtype = _member_shape(zf, "imgs")
-    except (zipfile.BadZipFile, OSError, ValueError) as err:
+            is_3d = len(shape) == 3 and shape[-1] != 3
+            if len(shape) not in (2, 3) or dtype.kind not in "uif":
+                raise InputError(f"key 'imgs' has shape {shape} and type {dtype}", path=p, fix=_FIX)
+            if is_3d:
+                check_voxels(shape, limits, p)
+            else:
+                limits.check_2d(shape[0], shape[1], p)
+            items = max(int(np.prod(shape, dtype=np.int64)), 64)  # 64: room for boxes and spacing of tiny images
+            imgs = _read_key(zf, "imgs", p, items)
+            check_finite(imgs, p, "key 'imgs'")
+            gts = _read_key(zf, "gts", p, items) if "gts" in keys else None
+            boxes = _boxes(_read_key(zf, "boxes", p, items), is_3d, p) if "boxes" in keys else None
+            spacing = _read_key(zf, "spacing", p, items) if "spacing" in keys else None
+    except ZIP_ERRORS as err:
         if isinstance(err, InputError):
             raise
         raise InputError(f"not a readable .npz archive, truncated or corrupt ({err})", path=p,
                          fix=f"copy the file again; {_FIX}") from err
-    is_3d = len(shape) == 3 and shape[-1] != 3
-    if len(shape) not in (2, 3) or dtype.kind not in "uif":
-        raise InputError(f"key 'imgs' has shape {shape} and type {dtype}", path=p, fix=_FIX)
-    if is_3d:
-        check_voxels(shape, limits, p)
-    else:
-        limits.check_2d(shape[0], shape[1], p)
-    with np.load(p, allow_pickle=False) as data:
-        imgs = _read_key(data, "imgs", p)
-        check_finite(imgs, p, "key 'imgs'")
-        gts = _read_key(data, "gts", p) if "gts" in keys else None
-        boxes = _boxes(_read_key(data, "boxes", p), is_3d, p) if "boxes" in keys else None
-        spacing = _read_key(data, "spacing", p) if "spacing" in keys else None
     spatial = imgs.shape if is_3d else imgs.shape[:2]
     if gts is not None:
         if gts.shape != spatial:

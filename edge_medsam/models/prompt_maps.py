@@ -24,9 +24,10 @@ def rasterise_prompts(coords: torch.Tensor, labels: torch.Tensor, grid: int, ima
     """Prompts [N, P, 2] (model-frame pixels) + labels [N, P] → maps [N, 3, grid, grid] in [0, 1].
 
     An object's box is the mean of its top-left and of its bottom-right corners (one box per object); click
-    bumps are Gaussians of ``sigma`` model pixels (default: image_size / 32), their sum clipped at 1.
+    bumps are Gaussians of ``sigma`` model pixels (default: image_size / 32, and at least two grid cells so a
+    click stays visible on a coarse grid), their sum clipped at 1.
     """
-    sigma = float(sigma if sigma is not None else image_size / 32)
+    sigma = float(sigma if sigma is not None else max(image_size / 32, 2 * image_size / grid))
     dtype = coords.dtype
     centres = (torch.arange(grid, device=coords.device, dtype=dtype) + 0.5) * (image_size / grid)
     gx, gy = centres.view(1, 1, grid), centres.view(1, grid, 1)  # broadcast to [N, grid, grid]

@@ -15,6 +15,7 @@ import shutil
 import stat
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -186,7 +187,8 @@ def _extract(archive: Path, target: Path) -> None:
                             raise EdgeMedSAMError("the archive unpacks to more than its headers say", path=archive,
                                                   fix="copy the bundle again from its source")
                         dst.write(block)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as err:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, zlib.error, NotImplementedError, RuntimeError,
+            ValueError, IndexError) as err:  # what zipfile raises on damaged archives
         raise EdgeMedSAMError(f"not a readable zip archive, truncated or corrupt ({err})", path=archive,
                               fix="copy the bundle again, or give the unzipped bundle folder") from err
 

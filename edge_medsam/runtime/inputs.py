@@ -64,7 +64,8 @@ def discover_inputs(paths: list[str | os.PathLike[str]]) -> list[Path]:
         path = Path(raw)
         if path.is_dir() and not _holds_dicom(path):
             entries = [p for p in sorted(path.iterdir()) if not p.name.startswith(".")]
-            found += [p for p in entries if p.is_file() or (p.is_dir() and _holds_dicom(p))]
+            inside = [p for p in entries if p.is_file() or (p.is_dir() and _holds_dicom(p))]
+            found += inside or [path]  # a folder with nothing to read stays, so the batch reports it
         else:
             found.append(path)  # missing files stay, so the batch reports them
     return found
@@ -90,7 +91,7 @@ def load_input(path: str | os.PathLike[str], limits: ReadLimits | None = None) -
     p = Path(path)
     if p.is_dir():
         if not _holds_dicom(p):
-            raise InputError("is a folder without DICOM files", path=p,
+            raise InputError("is a folder without image files or DICOM series", path=p,
                              fix="give image files, a DICOM series folder or a folder of images")
         return LoadedInput(p, volume=read_volume(p, limits))
     if not p.exists():

@@ -152,6 +152,7 @@ class Predictor:
                           latency: dict[str, float] | None = None) -> EncodedImage:
         """Run the encoder on an (H, W, 3) [0, 1] image with a bundle modality index (-1 = recognise)."""
         latency = dict(latency or {})
+        self._check_fits(*image01.shape[:2])
         with timed(latency, "preprocess"):
             model_input, geometry = to_model_input(image01, self.bundle.preprocess)
         with timed(latency, "encoder"):
@@ -163,6 +164,14 @@ class Predictor:
         features = {name: outputs[name] for name in PER_IMAGE_OUTPUTS}
         return EncodedImage(features, geometry, self.bundle.modality_name(used), used, confidence, source,
                             float(outputs["confidence"].reshape(-1)[0]), latency)
+
+    def _check_fits(self, height: int, width: int) -> None:
+        """Refuse a sliver whose short side would shrink to nothing in the model frame (no pixel left to encode)."""
+        config = self.bundle.preprocess
+        if min(Geometry(height, width, config.size, config.resize == "longest_side").resized) < 1:
+            raise InputError(f"image is {width}x{height} pixels: its short side would shrink below one pixel in the "
+                             f"model's {config.size}x{config.size} input",
+                             fix=f"crop it so that the long side is at most {2 * config.size} times the short side")
 
     def encode(self, image: ImageLike, modality: ModalityLike = "auto", window: WindowLike = None, *,
                plan: ModalityPlan | None = None) -> EncodedImage:

@@ -56,6 +56,9 @@ def _boxes(boxes: np.ndarray | list | None, height: int, width: int) -> np.ndarr
         x0, y0, x1, y1 = (float(v) for v in box)
         if x1 < x0 or y1 < y0:
             raise InputError(f"box {box.tolist()} has its maximum before its minimum", fix="order it x0, y0, x1, y1")
+        if x1 == x0 or y1 == y0:
+            raise InputError(f"box {box.tolist()} is empty (zero width or height)",
+                             fix="draw the box around the object: x1 > x0 and y1 > y0 (pixel edges)")
         if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
             raise InputError(f"box {box.tolist()} lies outside the {width}x{height} image",
                              fix=f"give boxes within 0..{width} (x) and 0..{height} (y)")

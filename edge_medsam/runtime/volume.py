@@ -118,8 +118,8 @@ class VolumeSegmenter:
         self.latency_ms: dict[str, float] = {}
         self._runs_before = predictor.encoder_runs
         self._reference: EncodedImage | None = None  # the first slice encoded: it reports the modality
-        probe = slice_volume(volume, axis, 0)
-        self.count = volume.shape[probe.meta["slice"]["axis"]]
+        probe = slice_volume(self.volume, axis, 0)
+        self.count = self.volume.shape[probe.meta["slice"]["axis"]]
         self.height, self.width = probe.shape
         self.plan = self._plan(modality)
 

@@ -47,6 +47,34 @@ def input_arrays(graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarr
     return {name: np.ascontiguousarray(feeds[name], dtype=dtype) for name, dtype, _ in GRAPH_IO[graph]["inputs"]}
 
 
+GraphPorts = dict[str, tuple[str, list[int | None]]]  # name → (numpy dtype name, dims; None where dynamic)
+
+
+def check_graph_io(bundle: Bundle, graph: str, path: Path, inputs: GraphPorts, outputs: GraphPorts) -> None:
+    """Refuse a graph file whose inputs/outputs (names, dtypes, ranks, fixed sizes) are not the ones it declares.
+
+    The manifest can say the right thing while the file is another graph (swapped, re-exported at another size,
+    or foreign): running it would fail later with a backend error, or return nonsense.
+    """
+    dims = {str(k): int(v) for k, v in bundle.manifest.model.get("dims", {}).items()}
+    for side, found in (("inputs", inputs), ("outputs", outputs)):
+        for name, dtype, shape in GRAPH_IO[graph][side]:
+            if name not in found:
+                problem = f"has no {side[:-1]} {name!r} (it has {', '.join(sorted(found)) or 'none'})"
+            else:
+                have_dtype, have_dims = found[name]
+                want = [d if isinstance(d, int) else dims.get(d) for d in shape]
+                sizes_differ = len(have_dims) != len(want) or any(
+                    w is not None and h is not None and w != h for w, h in zip(want, have_dims, strict=False))
+                if have_dtype == dtype and not sizes_differ:
+                    continue
+                shown = ["?" if d is None else d for d in have_dims]
+                problem = (f"{side[:-1]} {name!r} is {have_dtype} {shown}, the manifest declares {dtype} "
+                           f"{['?' if d is None else d for d in want]}")
+            raise EdgeMedSAMError(f"the {graph} graph file does not match the bundle's declared graph I/O: {problem}",
+                                  path=path, fix="re-export the bundle; a graph file was replaced by another one")
+
+
 def output_names(graph: str) -> list[str]:
     """The graph's output names in contract order."""
     return [name for name, _, _ in GRAPH_IO[graph]["outputs"]]

@@ -10,7 +10,9 @@ from edge_medsam.errors import EdgeMedSAMError
 from edge_medsam.runtime.backends.base import (
     Backend,
     BackendOptions,
+    GraphPorts,
     GraphRunner,
+    check_graph_io,
     input_arrays,
     load_failed,
     output_names,
@@ -58,6 +60,14 @@ def providers_for(device: str | None, available: list[str], options: BackendOpti
     return [*providers, CPU]
 
 
+def _ports(args: list[Any]) -> GraphPorts:
+    """ONNX Runtime's NodeArgs as name → (numpy dtype name, dims with None where symbolic)."""
+    dtypes = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+              "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(bool)": "bool"}
+    return {arg.name: (dtypes.get(arg.type, arg.type), [d if isinstance(d, int) else None for d in arg.shape or []])
+            for arg in args}
+
+
 class OnnxRuntimeBackend(Backend):
     """Runs the bundle's ONNX variants."""
 
@@ -91,6 +101,7 @@ class OnnxRuntimeBackend(Backend):
             session = ort.InferenceSession(str(path), session_options, providers=providers)
         except Exception as err:  # ORT raises its own Fail / InvalidGraph / RuntimeException types
             raise load_failed(self.name, path, err, "re-export the bundle, or try --backend openvino") from err
+        check_graph_io(bundle, graph, path, _ports(session.get_inputs()), _ports(session.get_outputs()))
         self._providers = session.get_providers()
         names = output_names(graph)
 

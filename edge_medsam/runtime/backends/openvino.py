@@ -10,7 +10,9 @@ from edge_medsam.errors import EdgeMedSAMError
 from edge_medsam.runtime.backends.base import (
     Backend,
     BackendOptions,
+    GraphPorts,
     GraphRunner,
+    check_graph_io,
     input_arrays,
     load_failed,
     output_names,
@@ -18,6 +20,16 @@ from edge_medsam.runtime.backends.base import (
 from edge_medsam.runtime.bundle import Bundle
 
 VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
+
+
+def _ports(ports: list[Any]) -> GraphPorts:
+    """OpenVINO ports as name → (numpy dtype name, dims with None where dynamic), under each of their names."""
+    found: GraphPorts = {}
+    for port in ports:
+        described = (str(port.get_element_type().to_dtype()),
+                     [d.get_length() if d.is_static else None for d in port.get_partial_shape()])
+        found.update({name: described for name in port.get_names()})
+    return found
 
 
 class OpenVinoBackend(Backend):
@@ -82,6 +94,7 @@ class OpenVinoBackend(Backend):
             compiled = core.compile_model(str(path), device, self._config(device, precision, options))
         except Exception as err:  # OpenVINO raises RuntimeError subclasses with multi-line reports
             raise load_failed(self.name, path, err, "re-export the bundle, or try --backend onnxruntime") from err
+        check_graph_io(bundle, graph, path, _ports(compiled.inputs), _ports(compiled.outputs))
         self._device = device
         request = compiled.create_infer_request()
         ports = {port.get_any_name(): port for port in compiled.outputs}
