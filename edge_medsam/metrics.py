@@ -6,6 +6,7 @@ whenever Dice <= 0.2. An object absent from both prediction and truth scores 1 o
 
 from __future__ import annotations
 
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -42,7 +43,10 @@ def score_mask(pred: np.ndarray, target: np.ndarray, spacing: Sequence[float] | 
     if dice <= NSD_MIN_DICE:
         return Score(dice, 0.0)
     spacing = list(spacing) if spacing is not None else [1.0] * pred_b.ndim
-    nsd = float(compute_surface_dice(p, t, [tolerance], include_background=True, spacing=spacing)[0, 0])
+    with warnings.catch_warnings():
+        # MONAI >= 1.5 warns about an argument its own compute_surface_dice passes (once per call).
+        warnings.filterwarnings("ignore", message=".*always_return_as_numpy.*", category=FutureWarning)
+        nsd = float(compute_surface_dice(p, t, [tolerance], include_background=True, spacing=spacing)[0, 0])
     return Score(dice, nsd)
 
 
