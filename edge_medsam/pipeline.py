@@ -1,5 +1,5 @@
-"""`edge-medsam pipeline RECIPE`: data → teacher → distilled student → bundle → evaluation → report, in
-`runs/<name>/`.
+"""`edge-medsam pipeline RECIPE`: data → teacher → distilled student → bundle → evaluation → quick benchmark →
+report, in `runs/<name>/`.
 
 Each stage writes into its own folder and records, in ``runs/<name>/pipeline.json``, the hash of everything it
 depends on (its recipe sections and the hashes of the stages before it). A stage whose hash is unchanged and
@@ -146,6 +146,23 @@ def _stage_evaluate(ctx: StageContext) -> dict[str, Any]:
     return {"reports": reports}
 
 
+def _stage_benchmark(ctx: StageContext) -> dict[str, Any]:
+    """The benchmark harness (``benchmarks/`` of the repository) on the run's bundle; ``benchmark: {mode: none}``
+    skips it. Other keys of the section are the harness's settings (e.g. anchors, threads, precisions)."""
+    from edge_medsam.cli.bench import harness
+
+    options = dict(ctx.recipe.benchmark)
+    mode = options.pop("mode", "quick")
+    if mode == "none":
+        return {"results": None}
+    options.setdefault("presets", [])
+    options.setdefault("note", f"edge-medsam pipeline run {ctx.recipe.name}")
+    settings = harness("settings").preset_settings(mode, bundles=[Path(ctx.outputs["export"]["bundle"])],
+                                                   out=ctx.stage_dir, work=ctx.stage_dir / "work", **options)
+    folder = harness("run").run_benchmark(settings, log=lambda line: print(line, flush=True))
+    return {"results": str(folder)}
+
+
 def _stage_report(ctx: StageContext) -> dict[str, Any]:
     from edge_medsam.reporting import write_report
 
@@ -159,6 +176,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("distill", ("seed", "data", "student", "distill"), _stage_distill),
     Stage("export", ("export",), _stage_export),
     Stage("evaluate", ("evaluate",), _stage_evaluate),
+    Stage("benchmark", ("benchmark",), _stage_benchmark),
     Stage("report", (), _stage_report),
 )
 STAGE_NAMES = tuple(stage.name for stage in STAGES)

@@ -144,6 +144,11 @@ def write_report(recipe: Recipe, outputs: dict[str, dict[str, Any]], path: str |
         if latency.get("n"):
             lines += [f"Student PyTorch CPU latency: encoder p50 {latency['median']:.1f} ms (median)."]
     lines += _bundle_lines(outputs)
+    results = outputs.get("benchmark", {}).get("results")
+    if results and (Path(results) / "README.md").exists():
+        lines += ["", "## Benchmark (this machine)", "", f"Full results: `{results}`.", ""]
+        lines += [line.replace("# ", "### ", 1) if line.startswith("# ") else line
+                  for line in (Path(results) / "README.md").read_text().splitlines()]
     plot = _curves(run_dir, run_dir / "training_curves.png")
     if plot:
         lines += ["", "## Training curves", "", f"![training loss]({plot.name})"]

@@ -22,6 +22,7 @@ TINY = {
     "distill": [{"stage": "general", "train": {"steps": 1, "batch_size": 2, "warmup_steps": 1, "tensorboard": False}},
                 {"stage": "decoupled", "train": {"steps": 1, "batch_size": 2, "warmup_steps": 1, "tensorboard": False}},
                 {"stage": "decoder", "train": {"steps": 2, "batch_size": 2, "warmup_steps": 1, "tensorboard": False}}],
+    "benchmark": {"mode": "none"},  # the harness has its own test (tests/test_benchmarks.py)
     "export": {"formats": ["onnx"], "precision": ["fp32"], "calib_count": 2, "eval_count": 2},
     "evaluate": {"prompts": ["box", "auto"], "max_objects": 2, "limit": 2, "bundle_precisions": ["fp32"]},
 }
@@ -46,7 +47,7 @@ def test_pipeline_runs_skips_and_reruns(tmp_path):
     runs = tmp_path / "runs"
     logs: list[str] = []
     state = run_pipeline(recipe, runs, log=logs.append)
-    assert all(state[s]["done"] for s in ("data", "teacher", "distill", "export", "evaluate", "report"))
+    assert all(state[s]["done"] for s in ("data", "teacher", "distill", "export", "evaluate", "benchmark", "report"))
     report = (runs / "tiny" / "report.md").read_text()
     assert "Dice" in report and "## Exported bundle" in report and "| onnx | fp32 | encoder |" in report
     assert "Runtime Dice per precision, held-out images" in report
@@ -56,7 +57,7 @@ def test_pipeline_runs_skips_and_reruns(tmp_path):
 
     logs.clear()
     run_pipeline(recipe, runs, log=logs.append)
-    assert sum("skipped" in line for line in logs) == 6
+    assert sum("skipped" in line for line in logs) == 7
 
     logs.clear()
     decoder = {"stage": "decoder", "train": {"steps": 3, "batch_size": 2, "warmup_steps": 1, "tensorboard": False}}
