@@ -1,0 +1,192 @@
+"""Figures derived from the measured rows: the interactive scenario, ours-versus-anchor ratios, and the issue's
+targets with how far each one is missed.
+
+Ratios are anchor / ours (how many times faster, smaller or cheaper ours is), at the largest thread count:
+per backend both in FP32, and "best vs best" (each side's fastest backend and precision on this machine).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks.subjects import ANCHOR, OURS
+
+# The issue's targets (figures to report, never test assertions).
+SPEEDUP_TARGETS = {"litemedsam": 30.0, "esp_medsam": 60.0}
+DECODER_MS = 2.0
+ENCODER_PEAK_FRACTION = 0.5
+CT_SECONDS = 10.0
+INT8_MB = 5.0
+INT8_DICE_POINTS = 0.5
+RATIO_COLUMNS = ("ours", "anchor", "basis", "ours_variant", "anchor_variant", "ours_2d_ms", "anchor_2d_ms", "speedup_2d",
+                 "speedup_encoder", "speedup_decoder", "speedup_3d", "macs_ratio", "size_ratio")
+
+
+def _ok(rows: list[dict[str, Any]], **match: Any) -> list[dict[str, Any]]:
+    return [r for r in rows if r.get("status") == "ok" and all(r.get(k) == v for k, v in match.items())]
+
+
+def _p50(row: dict[str, Any], stage: str | None = None) -> float:
+    return row["stages"][stage]["p50"] if stage else row["total"]["p50"]
+
+
+def interactive(rows: list[dict[str, Any]], prompts: int) -> list[dict[str, Any]]:
+    """Encode once + K prompts per variant: the 2D image case plus K - 1 more prompts on the cached embedding."""
+    found = []
+    for image in _ok(rows, task="image", batch=1):
+        key = {k: image[k] for k in ("subject", "family", "backend", "precision", "threads")}
+        prompt = next(iter(_ok(rows, task="prompt", batch=1, **key)), None)
+        if prompt is None:
+            continue
+        found.append(key | {"prompts": prompts, "first_mask_ms": _p50(image),
+                            "per_prompt_ms": _p50(prompt), "decoder_only_ms": _p50(prompt, "decoder"),
+                            "total_ms": _p50(image) + (prompts - 1) * _p50(prompt)})
+    return found
+
+
+def _anchor_name(subject: dict[str, Any]) -> str:
+    return subject["info"].get("reference") or subject["name"]
+
+
+def _best(rows: list[dict[str, Any]], subject: str, threads: int, task: str = "image",
+          stage: str | None = None) -> dict[str, Any] | None:
+    candidates = _ok(rows, subject=subject, threads=threads, task=task, batch=1)
+    return min(candidates, key=lambda r: _p50(r, stage), default=None)
+
+
+def _projected(results: dict[str, Any], row: dict[str, Any] | None) -> float | None:
+    if row is None:
+        return None
+    return next((p["projected_ms"] for p in results["ct"]["projected"]
+                 if all(p[k] == row[k] for k in ("subject", "backend", "precision", "threads"))), None)
+
+
+def _ratio(anchor: float | None, ours: float | None) -> float | None:
+    return round(anchor / ours, 2) if anchor and ours else None
+
+
+def _pair_row(results: dict[str, Any], ours: dict[str, Any], anchor: dict[str, Any], basis: str,
+              mine: dict[str, Any], theirs: dict[str, Any], prompt_mine: dict[str, Any] | None,
+              prompt_theirs: dict[str, Any] | None) -> dict[str, Any]:
+    macs = (anchor["macs"]["encoder_gmacs"], ours["macs"]["encoder_gmacs"])
+    return {
+        "ours": ours["name"], "anchor": anchor["name"], "basis": basis,
+        "ours_variant": f"{mine['backend']} {mine['precision']}", "anchor_variant": f"{theirs['backend']} {theirs['precision']}",
+        "ours_2d_ms": round(_p50(mine), 2), "anchor_2d_ms": round(_p50(theirs), 2),
+        "speedup_2d": _ratio(_p50(theirs), _p50(mine)),
+        "speedup_encoder": _ratio(_p50(theirs, "encoder"), _p50(mine, "encoder")),
+        "speedup_decoder": _ratio(prompt_theirs and _p50(prompt_theirs, "decoder"),
+                                  prompt_mine and _p50(prompt_mine, "decoder")),
+        "speedup_3d": _ratio(_projected(results, theirs), _projected(results, mine)),
+        "macs_ratio": _ratio(*macs),
+        "size_ratio": _ratio(theirs.get("size_mb"), mine.get("size_mb")),
+    }
+
+
+def ratios(results: dict[str, Any], threads: int) -> list[dict[str, Any]]:
+    """Ours versus each anchor: per common backend in FP32, and best versus best."""
+    rows, subjects = results["timings"], results["subjects"]
+    found = []
+    for ours in (s for s in subjects if s["family"] == OURS):
+        for anchor in (s for s in subjects if s["family"] == ANCHOR):
+            anchor_threads = max((r["threads"] for r in _ok(rows, subject=anchor["name"])), default=threads)
+            best_mine, best_theirs = _best(rows, ours["name"], threads), _best(rows, anchor["name"], anchor_threads)
+            if best_mine and best_theirs:
+                found.append(_pair_row(results, ours, anchor, "best vs best", best_mine, best_theirs,
+                                       _best(rows, ours["name"], threads, "prompt", "decoder"),
+                                       _best(rows, anchor["name"], anchor_threads, "prompt", "decoder")))
+            for theirs in _ok(rows, subject=anchor["name"], task="image", batch=1, precision="fp32",
+                              threads=anchor_threads):
+                mine = next(iter(_ok(rows, subject=ours["name"], task="image", batch=1, precision="fp32",
+                                     threads=threads, backend=theirs["backend"])), None)
+                if mine is None:
+                    continue
+                match = {"backend": theirs["backend"], "precision": "fp32", "task": "prompt", "batch": 1}
+                found.append(_pair_row(results, ours, anchor, f"{theirs['backend']} fp32", mine, theirs,
+                                       next(iter(_ok(rows, subject=ours["name"], threads=threads, **match)), None),
+                                       next(iter(_ok(rows, subject=anchor["name"], threads=anchor_threads, **match)),
+                                            None)))
+    return found
+
+
+def _target(name: str, subject: str, goal: str, value: float | None, unit: str, met: bool | None, missed_by: str,
+            basis: str, note: str = "") -> dict[str, Any]:
+    return {"target": name, "subject": subject, "goal": goal, "value": None if value is None else round(value, 4),
+            "unit": unit, "met": met, "missed_by": missed_by if met is False else "", "basis": basis, "note": note}
+
+
+def _at_most(name: str, subject: str, value: float | None, goal: float, unit: str, basis: str,
+             note: str = "") -> dict[str, Any]:
+    if value is None:
+        return _target(name, subject, f"<= {goal:g} {unit}", None, unit, None, "", basis, note or "not measured")
+    over = value - goal
+    return _target(name, subject, f"<= {goal:g} {unit}", value, unit, value <= goal,
+                   f"{over:.3g} {unit} over ({value / goal:.2f}x the goal)", basis, note)
+
+
+def targets(results: dict[str, Any], threads: int) -> list[dict[str, Any]]:
+    """Every target for every subject of ours: the value, whether it is met and, where not, by how much."""
+    rows, found = results["timings"], []
+    anchors = {_anchor_name(s): s for s in results["subjects"] if s["family"] == ANCHOR}
+    by_pair = {(r["ours"], r["anchor"]): r for r in results["ratios"] if r["basis"] == "best vs best"}
+    for ours in (s for s in results["subjects"] if s["family"] == OURS):
+        name = ours["name"]
+        for anchor, goal in SPEEDUP_TARGETS.items():
+            pair = by_pair.get((name, anchors[anchor]["name"])) if anchor in anchors else None
+            value = pair["speedup_2d"] if pair else None
+            target = f"2D self-prompted >= {goal:g}x faster than {anchor}"
+            if value is None:
+                found.append(_target(target, name, f">= {goal:g}x", None, "x", None, "", "best vs best",
+                                     "anchor not measured in this run"))
+            else:
+                found.append(_target(target, name, f">= {goal:g}x", value, "x", value >= goal,
+                                     f"{goal / value:.2f}x short ({value:.1f}x measured)",
+                                     f"best vs best: {pair['ours_variant']} vs {pair['anchor_variant']}"))
+        prompt = _best(rows, name, threads, "prompt", "decoder")
+        found.append(_at_most("decoder per prompt, cached embedding", name, prompt and _p50(prompt, "decoder"),
+                              DECODER_MS, "ms", prompt and f"{prompt['backend']} {prompt['precision']}, graph only"))
+        fp32 = [r for r in _ok(rows, subject=name, task="image", batch=1, threads=threads, precision="fp32")
+                if r.get("fraction_of_peak")]
+        best = max(fp32, key=lambda r: r["fraction_of_peak"]["measured"] or 0.0, default=None)
+        value = best["fraction_of_peak"]["measured"] if best else None
+        met = None if value is None else value >= ENCODER_PEAK_FRACTION
+        found.append(_target("encoder FP32 throughput >= 50% of measured peak FP32", name, ">= 0.5", value,
+                             "fraction", met, "" if value is None else
+                             f"{100 * (ENCODER_PEAK_FRACTION - value):.1f} points short ({100 * value:.1f}% reached)",
+                             best and f"{best['backend']} fp32, {best['encoder_gflops']} GFLOP/s"))
+        real = [r for r in results["ct"]["real"] if r["subject"] == name and r.get("runs")]
+        fastest = min(real, key=lambda r: r["total"]["p50"], default=None)
+        found.append(_at_most("3D CT case (challenge protocol)", name, fastest and fastest["total"]["p50"] / 1e3,
+                              CT_SECONDS, "s", fastest and f"{fastest['backend']} {fastest['precision']}, measured "
+                              f"end to end on {results['ct']['case']['shape']}"))
+        int8 = [v for v in ours["variants"] if v["precision"] == "int8"]
+        smallest = min(int8, key=lambda v: v["mb"], default=None)
+        found.append(_at_most("INT8 graphs on disk", name, smallest and smallest["mb"], INT8_MB, "MB",
+                              smallest and f"{smallest['format']} encoder + decoder", smallest and smallest["note"]))
+        found.append(_int8_dice(results, name))
+    return found
+
+
+def _int8_dice(results: dict[str, Any], name: str) -> dict[str, Any]:
+    accuracy = results["accuracy"].get(name)
+    target = "INT8 Dice lost versus FP32"
+    rows = [r for r in (accuracy or {}).get("variants", []) if r["precision"] == "int8"]
+    if not rows:
+        return _target(target, name, f"<= {INT8_DICE_POINTS:g} points", None, "points", None, "", "",
+                       "no INT8 variant measured")
+    best = min(rows, key=lambda r: max(r["dice_points_lost"].values()))
+    lost = max(best["dice_points_lost"].values())
+    agreement = min(best["agreement_dice"].values())
+    note = f"mask agreement with FP32 {agreement:.3f}; weights: {accuracy['weights']}"
+    return _at_most(target, name, lost, INT8_DICE_POINTS, "points", f"{best['backend']} int8 vs {accuracy['reference']}",
+                    note)
+
+
+def derive(results: dict[str, Any]) -> dict[str, Any]:
+    """Fill in the interactive scenario, the ratios and the targets of a run's measured results."""
+    settings = results["settings"]
+    threads = max(settings["threads"])
+    results["interactive"] = interactive(results["timings"], settings["prompts"])
+    results["ratios"] = ratios(results, threads)
+    results["targets"] = targets(results, threads)
+    return results
