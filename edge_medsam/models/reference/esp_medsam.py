@@ -32,10 +32,11 @@ from timm.models.tiny_vit import TinyVitBlock
 from torch import nn
 
 from edge_medsam.errors import InputError
-from edge_medsam.models.reference.base import check_images, reference_spec, sam_prompt_embeddings
+from edge_medsam.models.reference.base import check_images, reference_spec
 from edge_medsam.models.reference.tinyvit import TinyVitSamConfig, build_tinyvit_trunk, sam_neck
 from edge_medsam.models.sam.components import build_prompt_encoder
 from edge_medsam.models.teachers.base import Points, Teacher, TeacherFeatures, TeacherProfile
+from edge_medsam.models.teachers.sam_prompts import sam_prompt_embeddings
 
 MLP_RATIO = 4.0
 

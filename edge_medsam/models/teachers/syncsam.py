@@ -28,7 +28,8 @@ from edge_medsam.errors import InputError
 from edge_medsam.models.prompt_maps import SpatialPromptEncoder, prompt_points
 from edge_medsam.models.sam.arch import SamArch, check_image_size, get_arch
 from edge_medsam.models.sam.components import SamMaskDecoder, build_image_encoder, build_prompt_encoder
-from edge_medsam.models.teachers.base import Points, PromptBatch, Teacher, TeacherFeatures, TeacherProfile
+from edge_medsam.models.teachers.base import Points, Teacher, TeacherFeatures, TeacherProfile
+from edge_medsam.models.teachers.sam_prompts import sam_prompt_embeddings
 from edge_medsam.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessConfig
 
 KIND = "syncsam_teacher"
@@ -250,19 +251,7 @@ class SyncSamTeacher(Teacher):
         """Prompts (model-frame pixels; labels -1 pad, 0 negative, 1 positive, 2/3 box corners) → logits, IoU."""
         embedding = features.embedding
         detail = features.multiscale[-1] if features.multiscale else self.neck_bridge(embedding)
-        prompts = PromptBatch.from_prompts(embedding.shape[0], points, boxes, mask_input)
-        masks = None
-        if prompts.masks is not None:
-            if tuple(prompts.masks.shape[-2:]) != (self.low_res_size, self.low_res_size):
-                raise InputError(f"mask prompts of size {tuple(prompts.masks.shape[-2:])} do not fit a "
-                                 f"{self.image_size}-pixel model",
-                                 fix=f"give the previous low-res logits ({self.low_res_size}x{self.low_res_size})")
-            masks = self.profile.mask_prompt_from_logits(prompts.masks)
-        sparse, dense = self.prompt_encoder(points=prompts.points, boxes=prompts.boxes, masks=masks)
-        objects = prompts.num_objects
-        if sparse.shape[0] != objects:  # without any prompt SAM's prompt encoder answers for a single object
-            sparse = sparse.expand(objects, -1, -1)
-            dense = dense.expand(objects, -1, -1, -1)
+        prompts, sparse, dense = sam_prompt_embeddings(self, embedding, points, boxes, mask_input)
         if self.spatial_prompts is not None:
             dense = dense + self.spatial_prompts(*prompt_points(prompts, embedding))
         return self.mask_decoder(
