@@ -34,8 +34,9 @@ from edge_medsam.runtime.manifest import read_manifest, verify_bundle
 TRT10_OPS = {
     "Abs", "Add", "ArgMax", "Cast", "Clip", "Concat", "Constant", "ConstantOfShape", "Conv", "ConvTranspose", "Cos",
     "DequantizeLinear", "Div", "Einsum", "Equal", "Erf", "Expand", "Gather", "GatherElements", "GatherND", "Gemm",
-    "Greater", "GreaterOrEqual", "HardSigmoid", "HardSwish", "Identity", "LayerNormalization", "Less", "MatMul", "Mul",
-    "Neg", "Pad", "Pow", "QuantizeLinear", "Range", "Reciprocal", "ReduceMean", "Relu", "Reshape", "Resize",
+    "Exp", "Greater", "GreaterOrEqual", "HardSigmoid", "HardSwish", "Identity", "LayerNormalization", "Less", "LessOrEqual",
+    "MatMul", "Max", "Min", "Mul",
+    "Neg", "Pad", "Pow", "QuantizeLinear", "Range", "Reciprocal", "ReduceMean", "ReduceSum", "Relu", "Reshape", "Resize",
     "ScatterElements", "ScatterND", "Shape", "Sigmoid", "Sin", "Slice", "Softmax", "Split", "Sqrt", "Squeeze", "Sub",
     "Tanh", "Tile", "Transpose", "Unsqueeze", "Where",
 }

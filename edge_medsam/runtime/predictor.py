@@ -168,7 +168,8 @@ class Predictor:
     def _check_fits(self, height: int, width: int) -> None:
         """Refuse a sliver whose short side would shrink to nothing in the model frame (no pixel left to encode)."""
         config = self.bundle.preprocess
-        if min(Geometry(height, width, config.size, config.resize == "longest_side").resized) < 1:
+        geometry = Geometry(height, width, config.size, config.resize == "longest_side")
+        if geometry.keep_aspect and min(height, width) * geometry.scale < 0.5:  # `resized` clamps to 1 pixel
             raise InputError(f"image is {width}x{height} pixels: its short side would shrink below one pixel in the "
                              f"model's {config.size}x{config.size} input",
                              fix=f"crop it so that the long side is at most {2 * config.size} times the short side")
