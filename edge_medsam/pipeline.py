@@ -120,6 +120,7 @@ def _evaluation_sets(ctx: StageContext) -> dict[str, list]:
 
 
 def _stage_evaluate(ctx: StageContext) -> dict[str, Any]:
+    from edge_medsam.engine.threads import torch_threads
     from edge_medsam.evaluation import evaluate, segmenter_for
     from edge_medsam.models.files import load_model
     from edge_medsam.runtime import Predictor
@@ -137,7 +138,9 @@ def _stage_evaluate(ctx: StageContext) -> dict[str, Any]:
     for model_name in ("teacher", "distill"):
         model = load_model(ctx.outputs[model_name]["model"])
         for set_name, samples in sets.items():
-            run(segmenter_for(model), samples, cfg.prompts, f"{'student' if model_name == 'distill' else 'teacher'}_{set_name}")
+            with torch_threads(cfg.threads):
+                run(segmenter_for(model), samples, cfg.prompts,
+                    f"{'student' if model_name == 'distill' else 'teacher'}_{set_name}")
     bundle = ctx.outputs.get("export", {}).get("bundle")
     for precision in cfg.bundle_precisions if bundle else []:
         predictor = Predictor.from_bundle(bundle, backend=cfg.bundle_backend, precision=precision)

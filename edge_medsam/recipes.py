@@ -93,13 +93,14 @@ class DistillStageSection:
 class EvaluateSection:
     """Evaluation protocol of the report."""
 
-    prompts: list[str] = field(default_factory=lambda: ["box", "1pt", "5pt", "auto"])
+    prompts: list[str] = field(default_factory=lambda: ["box", "1pt", "5pt", "auto", "refine"])
     max_objects: int = 8
     limit: int | None = None
+    threads: int | None = 1  # torch intra-op threads while evaluating (None: torch's default; see engine/threads)
     # The exported bundle, per precision on the runtime (torch-free) path; [] skips it.
     bundle_precisions: list[str] = field(default_factory=lambda: ["fp32", "fp16", "int8"])
     bundle_backend: str = "onnxruntime"
-    bundle_prompts: list[str] = field(default_factory=lambda: ["box", "auto"])
+    bundle_prompts: list[str] = field(default_factory=lambda: ["box", "auto", "refine"])
 
 
 @dataclass

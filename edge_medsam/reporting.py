@@ -11,7 +11,7 @@ from typing import Any
 from edge_medsam.engine.logs import atomic_write_text
 from edge_medsam.recipes import Recipe
 
-MODES = ("box", "1pt", "5pt", "auto")
+MODES = ("box", "1pt", "5pt", "auto", "refine")
 
 
 def _read_json(path: str | Path) -> dict[str, Any]:
@@ -137,6 +137,12 @@ def write_report(recipe: Recipe, outputs: dict[str, dict[str, Any]], path: str |
         if recognition:
             lines += ["", f"Student modality recognition (modality=auto): {recognition['accuracy']:.3f} "
                           f"over {recognition['n']} images."]
+        correction = student.get("correction")
+        if correction and correction["images"]:
+            lines += ["", f"Student refinement (refine: self-prompt + up to 3 correction clicks), on the "
+                          f"{correction['images']} images where the self-prompt has Dice < {correction['threshold']}: "
+                          f"{correction['auto_dice']:.3f} → {correction['refined_dice']:.3f} "
+                          f"({correction['improved']} improved, {correction['clicks']:.2f} clicks on average)."]
         overall = student.get("overall", {})
         if overall:
             lines += ["", "Student NSD (all objects): " + ", ".join(f"{m} {v['nsd']:.3f}" for m, v in overall.items())]

@@ -163,11 +163,12 @@ def test_oracle_scores_perfectly_in_every_mode(samples: list) -> None:
     assert isinstance(oracle, Segmenter)
     report = evaluate(oracle, samples, max_objects=None, progress=False)
     overall = report.overall()
-    assert set(overall) == {"box", "1pt", "5pt", "auto"}
+    assert set(overall) == {"box", "1pt", "5pt", "auto", "refine"}
     for mode, scores in overall.items():
         assert scores["dice"] == pytest.approx(1.0) and scores["nsd"] == pytest.approx(1.0), mode
     assert overall["box"]["n"] == 2 * 2 + 1 + 12 and overall["auto"]["n"] == 4
     assert overall["5pt"]["clicks"] == 1.0  # an exact mask needs no correction
+    assert overall["refine"]["clicks"] == 0.0 and report.correction_summary()["images"] == 0
     assert report.recognition_summary()["accuracy"] == 1.0
     summary = report.summary()["box"]
     assert set(summary["mr"]) == {"liver", "kidney", "all"}
@@ -187,6 +188,43 @@ def test_five_clicks_refine_with_the_previous_mask(samples: list) -> None:
     assert overall["5pt"]["clicks"] > 2 and overall["5pt"]["dice"] > overall["1pt"]["dice"] + 0.1
     # Every call after a first click carries the previous low-res logits as the mask prompt.
     assert all((call["mask_input"] is not None) == (call["points"][1] > 1) for call in oracle.calls)
+
+
+class MissesOneObject(Oracle):
+    """A self-prompt that misses the largest object; a click adds (positive) or removes (negative) the object
+    under it, starting from the previous mask (passed along as ``last``, the low-res logits being a stand-in)."""
+
+    def set_image(self, image01: np.ndarray, modality) -> None:
+        super().set_image(image01, modality)
+        ids, sizes = np.unique(self.labels[self.labels > 0], return_counts=True)
+        self.last = (self.labels > 0) & (self.labels != ids[sizes.argmax()])
+
+    def predict(self, boxes=None, points=None, point_labels=None, mask_input=None, multimask=True) -> Prediction:
+        self.calls.append({"points": points.shape, "mask_input": mask_input})
+        mask = self.last.copy()
+        for (x, y), label in zip(points[0].astype(int), point_labels[0], strict=True):
+            obj = (self.labels == self.labels[y, x]) & (self.labels[y, x] > 0)
+            mask = mask | obj if label == 1 else mask & ~obj
+        self.last = mask
+        return Prediction(np.where(mask, 4.0, -4.0)[None].astype(np.float32), np.zeros((1, 1, 16, 16), np.float32),
+                          np.ones(1, np.float32))
+
+    def predict_auto(self) -> Prediction:
+        return Prediction(np.where(self.last, 4.0, -4.0)[None].astype(np.float32),
+                          np.zeros((1, 1, 16, 16), np.float32), np.ones(1, np.float32))
+
+
+def test_refinement_clicks_correct_a_wrong_self_prompt(samples: list) -> None:
+    segmenter = MissesOneObject(samples)
+    report = evaluate(segmenter, samples, prompts="auto,refine", max_objects=None, progress=False)
+    overall = report.overall()
+    assert overall["refine"]["dice"] == pytest.approx(1.0) and overall["auto"]["dice"] < 0.95
+    correction = report.correction_summary()
+    assert correction["images"] >= 1 and correction["refined_dice"] == pytest.approx(1.0)
+    assert correction["improved"] == correction["images"] and correction["clicks"] == pytest.approx(1.0)
+    # The first correction already carries the self-prompt's logits as the mask prompt.
+    assert segmenter.calls and all(call["mask_input"] is not None for call in segmenter.calls)
+    assert "Where the self-prompt is wrong" in report.markdown()
 
 
 def test_objects_are_capped_evenly_over_sizes() -> None:
@@ -273,13 +311,13 @@ def test_student_and_teacher_reports_are_written_and_deterministic(student, teac
     first = evaluate(StudentSegmenter(student), samples, max_objects=4, progress=False)
     second = evaluate(StudentSegmenter(student), samples, max_objects=4, progress=False)
     assert first.summary() == second.summary() and first.recognition == second.recognition
-    assert set(first.overall()) == {"box", "1pt", "5pt", "auto"}
+    assert set(first.overall()) == {"box", "1pt", "5pt", "auto", "refine"}
     assert first.summary()["box"]["microscopy"]["all"]["n"] == 4  # 12 cells capped to 4
     assert len(first.encode_ms) >= first.images == 4 and first.latency()["decode_ms"]["n"] > 0
     paths = first.write(tmp_path / "student")
     metrics = json.loads(paths["json"].read_text())
     assert metrics["images"] == 4 and metrics["modality_recognition"]["n"] == 4
-    assert set(metrics["summary"]) == {"box", "1pt", "5pt", "auto"}
+    assert set(metrics["summary"]) == {"box", "1pt", "5pt", "auto", "refine"}
     markdown = paths["markdown"].read_text()
     assert "| modality | class | n | box Dice | box NSD | 1pt Dice" in markdown and "## Automatic" in markdown
     assert paths["csv"].read_text().splitlines()[0] == "mode,sample,modality,class,label,dice,nsd,clicks"

@@ -17,6 +17,7 @@ from edge_medsam.data.prompts import (
     distance_to_edge,
     mask_prompt,
     points_from_error,
+    points_from_errors,
     points_from_mask,
     simulate_prompts,
 )
@@ -318,3 +319,33 @@ def test_simulate_prompts_rejects_bad_label_maps():
     with pytest.raises(InputError, match="2D"):
         simulate_prompts(np.zeros((2, 4, 4), np.int32), 0)
     assert simulate_prompts(np.zeros((4, 4), np.uint8), 0) == []
+
+
+def test_a_stack_of_errors_gives_the_clicks_of_one_call_per_object():
+    rng = np.random.default_rng(3)
+    targets = rng.random((5, 40, 48)) > 0.6
+    preds = rng.random((5, 40, 48)) > 0.5
+    preds[2] = targets[2]  # nothing to correct
+    np.testing.assert_array_equal(distance_to_edge(targets), np.stack([distance_to_edge(t) for t in targets]))
+    for mode in ("interior", "uniform", "center"):
+        batched = points_from_errors(preds, targets, np.random.default_rng(0), 2, mode=mode)
+        one_by_one = np.random.default_rng(0)
+        for (coords, labels), pred, target in zip(batched, preds, targets, strict=True):
+            expected = points_from_error(pred, target, one_by_one, 2, mode=mode)
+            np.testing.assert_array_equal(coords, expected[0])
+            np.testing.assert_array_equal(labels, expected[1])
+        assert batched[2][1].size == 0
+
+
+def test_coarse_distances_keep_clicks_on_error_pixels_and_favour_the_interior():
+    target = np.zeros((1, 64, 64), bool)
+    target[0, 8:56, 8:40] = True
+    pred = np.zeros_like(target)
+    pred[0, 8:56, 9:40] = True  # a one-pixel sliver missed on the left edge, and a missing block:
+    pred[0, 30:50, 20:35] = False
+    points = [points_from_errors(pred, target, seed, 1, mode="interior", coarse=2)[0] for seed in range(200)]
+    xy = np.stack([p[0][0] for p in points]).astype(int)
+    assert all(p[1][0] == 1 for p in points) and target[0, xy[:, 1], xy[:, 0]].all()
+    assert not pred[0, xy[:, 1], xy[:, 0]].any()
+    inside_block = (xy[:, 0] >= 21) & (xy[:, 0] <= 33) & (xy[:, 1] >= 31) & (xy[:, 1] <= 48)
+    assert inside_block.mean() > 0.75  # uniform picks would give 0.67: the sliver sits at distance 1, the block deeper

@@ -26,7 +26,11 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="train,val,test or train,test fractions; to score a training run's held-out set give "
                              "its recipe's 1-test_fraction,test_fraction (e.g. 0.85,0.15) (default 0.8,0.1,0.1)")
     parser.add_argument("--seed", type=int, default=0, help="split seed, as in training (default 0)")
-    parser.add_argument("--prompts", default="box,1pt,5pt,auto", help="comma-separated: box, 1pt, 5pt, auto")
+    parser.add_argument("--prompts", default="box,1pt,5pt,auto,refine",
+                        help="comma-separated: box, 1pt, 5pt, auto, refine (auto + up to 3 correction clicks)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (default 1: fastest for one image at a time on small CPUs; "
+                             "0 keeps torch's default)")
     parser.add_argument("--max-objects", type=int, default=8,
                         help="objects scored per image, evenly spread over sizes (default 8; 0 = all)")
     parser.add_argument("--limit", type=int, default=None,
@@ -81,6 +85,7 @@ def _device(name: str) -> Any:
 def run_eval(args: argparse.Namespace) -> int:
     """Open the model and the dataset, evaluate, write the report and print it."""
     from edge_medsam.data.layouts import open_dataset, split_samples
+    from edge_medsam.engine.threads import torch_threads
     from edge_medsam.evaluation import evaluate, segmenter_for
     from edge_medsam.evaluation.protocol import check_modes
     from edge_medsam.models.files import load_model
@@ -89,6 +94,8 @@ def run_eval(args: argparse.Namespace) -> int:
     device = _device(args.device)
     if args.max_objects < 0:
         raise InputError(f"--max-objects {args.max_objects} is negative", fix="give 0 (all objects) or more")
+    if args.threads < 0:
+        raise InputError(f"--threads {args.threads} is negative", fix="give 1 or more, or 0 for torch's default")
     dataset = open_dataset(args.data, args.layout, args.modality)
     samples = dataset.samples
     if args.split != "all":
@@ -100,7 +107,8 @@ def run_eval(args: argparse.Namespace) -> int:
     samples = interleave_modalities(samples, args.limit)
     model = load_model(args.model, map_location=device)
     segmenter = segmenter_for(model, name=args.model.stem)
-    report = evaluate(segmenter, samples, modes, max_objects=args.max_objects or None)
+    with torch_threads(args.threads or None):
+        report = evaluate(segmenter, samples, modes, max_objects=args.max_objects or None)
     report.settings.update({"model_file": str(args.model), "data": str(args.data), "layout": dataset.layout,
                             "split": args.split, "split_fractions": args.split_fractions, "seed": args.seed,
                             "limit": args.limit, "device": args.device})

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edge_medsam.engine.threads import torch_threads
 from edge_medsam.errors import EdgeMedSAMError
 
 Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
@@ -59,13 +60,8 @@ def torch_runner(module: torch.nn.Module, input_names: Sequence[str], output_nam
     module.eval()
 
     def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        before = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
-            with torch.no_grad():
-                outputs = module(*(torch.from_numpy(np.asarray(inputs[n])) for n in input_names))
-        finally:
-            torch.set_num_threads(before)
+        with torch_threads(threads), torch.no_grad():
+            outputs = module(*(torch.from_numpy(np.asarray(inputs[n])) for n in input_names))
         return {n: t.numpy() for n, t in zip(output_names, outputs, strict=True)}
 
     return run

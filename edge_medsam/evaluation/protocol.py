@@ -3,8 +3,10 @@
 "box": the object's tight box, no jitter. "1pt": the click farthest from the object's edge. "5pt": that click,
 then four rounds each adding the centre click of the current error region (a negative click when the largest
 error is a false positive), with the previous low-res logits as the mask prompt; an object stops early once
-its mask is exact. "auto": the self-prompted foreground against the union of all objects. Everything is
-deterministic, and scored in the original geometry (spacing 1 px, as the challenge scores 2D).
+its mask is exact. "auto": the self-prompted foreground against the union of all objects. "refine": that
+foreground corrected as a user would, with up to three centre clicks on its error region (each with the previous
+logits). Everything is deterministic, and scored in the original geometry (spacing 1 px, as the challenge scores
+2D).
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ import numpy as np
 
 from edge_medsam.data.prompts import box_from_mask, points_from_error
 from edge_medsam.errors import InputError
-from edge_medsam.evaluation.segmenter import Segmenter
+from edge_medsam.evaluation.segmenter import Prediction, Segmenter
 from edge_medsam.metrics import Score, score_mask
 
-PROMPT_MODES = ("box", "1pt", "5pt", "auto")
+PROMPT_MODES = ("box", "1pt", "5pt", "auto", "refine")
 CLICK_MODES = {"1pt": 1, "5pt": 5}
+IMAGE_MODES = ("auto", "refine")  # scored per image, against the union of all objects
+REFINE_CLICKS = 3
 PAD_LABEL = -1
 
 
@@ -93,14 +97,17 @@ def _padded(clicks: list[list[tuple[np.ndarray, int]]]) -> tuple[np.ndarray, np.
     return coords, labels
 
 
-def run_clicks(segmenter: Segmenter, objects: list[EvalObject], rounds: int, multimask: bool = True
-               ) -> list[Outcome]:
-    """Score each object after ``rounds`` centre clicks on its error region, the previous logits as mask prompt."""
+def run_clicks(segmenter: Segmenter, objects: list[EvalObject], rounds: int, multimask: bool = True,
+               start: Prediction | None = None) -> list[Outcome]:
+    """Score each object after ``rounds`` centre clicks on its error region, the previous logits as mask prompt.
+
+    ``start``: masks and logits to correct (one per object); by default the first click starts from nothing.
+    """
     if not objects:
         return []
     height, width = objects[0].target.shape
-    masks = np.zeros((len(objects), height, width), bool)
-    low_res: np.ndarray | None = None
+    masks = np.zeros((len(objects), height, width), bool) if start is None else start.masks.copy()
+    low_res: np.ndarray | None = None if start is None else start.low_res.copy()
     clicks: list[list[tuple[np.ndarray, int]]] = [[] for _ in objects]
     active = list(range(len(objects)))
     for _ in range(rounds):
@@ -127,3 +134,9 @@ def run_auto(segmenter: Segmenter, labels: np.ndarray) -> Score:
     """Score the self-prompted foreground against the union of all objects."""
     prediction = segmenter.predict_auto()
     return score_mask(prediction.masks[0], np.asarray(labels) > 0)
+
+
+def run_refine(segmenter: Segmenter, labels: np.ndarray, clicks: int = REFINE_CLICKS) -> Outcome:
+    """Score the self-prompted foreground after up to ``clicks`` centre clicks on its error region."""
+    foreground = EvalObject(0, "foreground", np.asarray(labels) > 0)
+    return run_clicks(segmenter, [foreground], clicks, start=segmenter.predict_auto())[0]

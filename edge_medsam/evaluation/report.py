@@ -14,12 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from edge_medsam.evaluation.protocol import CLICK_MODES
+from edge_medsam.evaluation.protocol import CLICK_MODES, IMAGE_MODES
 from edge_medsam.io.files import atomic_write
 from edge_medsam.metrics import Score, ScoreTable
 
 ALL = "all"
 AUTO_CLASS = "foreground"
+WRONG_AUTO_DICE = 0.9  # a self-prompted mask below this Dice is one a user would correct
 MAX_CLASS_ROWS = 12  # beyond this (instance maps) the Markdown shows a modality's total only; JSON keeps all
 
 
@@ -43,6 +44,10 @@ def _stats(values: list[float]) -> dict[str, float | int]:
     arr = np.asarray(values, float)
     return {"mean": float(arr.mean()), "median": float(np.median(arr)), "p90": float(np.percentile(arr, 90)),
             "n": int(arr.size)}
+
+
+def _mean(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None
 
 
 def _ordered(groups: dict[str, Any]) -> list[str]:
@@ -96,7 +101,7 @@ class EvalReport:
             out[mode] = {**summary[ALL][ALL],
                          "dice_modality_mean": float(np.mean([s["dice"] for s in per_modality])),
                          "nsd_modality_mean": float(np.mean([s["nsd"] for s in per_modality]))}
-            if mode in CLICK_MODES:
+            if mode in CLICK_MODES or mode == "refine":
                 out[mode]["clicks"] = float(np.mean([obj.clicks for obj in self.objects if obj.mode == mode]))
         return out
 
@@ -111,6 +116,20 @@ class EvalReport:
         return {"accuracy": float(np.mean(hits)), "n": len(hits),
                 "per_modality": {m: {"accuracy": float(np.mean(v)), "n": len(v)} for m, v in sorted(per.items())}}
 
+    def correction_summary(self) -> dict[str, float | int | None] | None:
+        """Images whose self-prompted Dice is below WRONG_AUTO_DICE: their Dice before and after the refinement
+        clicks (None without both "auto" and "refine")."""
+        auto = {obj.sample: obj for obj in self.objects if obj.mode == "auto"}
+        refined = {obj.sample: obj for obj in self.objects if obj.mode == "refine"}
+        wrong = [key for key in auto if key in refined and auto[key].dice < WRONG_AUTO_DICE]
+        if not (auto and refined):
+            return None
+        return {"threshold": WRONG_AUTO_DICE, "images": len(wrong),
+                "auto_dice": _mean([auto[key].dice for key in wrong]),
+                "refined_dice": _mean([refined[key].dice for key in wrong]),
+                "improved": sum(refined[key].dice > auto[key].dice for key in wrong),
+                "clicks": _mean([refined[key].clicks for key in wrong])}
+
     def latency(self) -> dict[str, dict[str, float | int]]:
         """Milliseconds per image encoding and per prompt call (one call answers every object of an image)."""
         return {"encode_ms": _stats(self.encode_ms), "decode_ms": _stats(self.decode_ms)}
@@ -119,7 +138,8 @@ class EvalReport:
         """Plain-JSON form (what metrics.json holds)."""
         return {"model": self.model, "modes": list(self.modes), "settings": self.settings, "images": self.images,
                 "overall": self.overall(), "summary": self.summary(),
-                "modality_recognition": self.recognition_summary(), "latency": self.latency(),
+                "modality_recognition": self.recognition_summary(), "correction": self.correction_summary(),
+                "latency": self.latency(),
                 "skipped": [{"sample": s, "reason": r} for s, r in self.skipped], "notes": self.notes}
 
     def markdown(self) -> str:
@@ -132,7 +152,7 @@ class EvalReport:
         return "\n".join(lines) + "\n"
 
     def _prompted_lines(self, summary: dict[str, Any]) -> list[str]:
-        prompted = [m for m in self.modes if m != "auto" and summary.get(m)]
+        prompted = [m for m in self.modes if m not in IMAGE_MODES and summary.get(m)]
         if not prompted:
             return []
         lines = ["", "## Prompted (Dice / NSD per object)", "",
@@ -159,18 +179,26 @@ class EvalReport:
         return lines
 
     def _auto_lines(self, summary: dict[str, Any]) -> list[str]:
-        auto = summary.get("auto")
-        if not auto:
+        modes = [m for m in IMAGE_MODES if summary.get(m)]
+        if not modes:
             return []
         recognition = self.recognition_summary() or {"accuracy": None, "per_modality": {}}
-        lines = ["", "## Automatic (self-prompted foreground vs all objects)", "",
-                 "| modality | images | Dice | NSD | modality recognised |", "|---|---:|---:|---:|---:|"]
-        for modality in _ordered(auto):
-            scores = auto[modality][ALL]
+        lines = ["", "## Automatic (self-prompted foreground vs all objects; refine: + up to 3 correction clicks)", "",
+                 "| modality | images | " + " | ".join(f"{m} Dice | {m} NSD" for m in modes) + " | modality recognised |",
+                 "|---|---:|" + "---:|---:|" * len(modes) + "---:|"]
+        first = summary[modes[0]]
+        for modality in _ordered(first):
             found = recognition["accuracy"] if modality == ALL else \
                 recognition["per_modality"].get(modality, {}).get("accuracy")
             shown = "n/a" if found is None else f"{found:.1%}"
-            lines.append(f"| {modality} | {scores['n']} | {scores['dice']:.4f} | {scores['nsd']:.4f} | {shown} |")
+            cells = " | ".join(f"{summary[m][modality][ALL]['dice']:.4f} | {summary[m][modality][ALL]['nsd']:.4f}"
+                               for m in modes)
+            lines.append(f"| {modality} | {first[modality][ALL]['n']} | {cells} | {shown} |")
+        correction = self.correction_summary()
+        if correction and correction["images"]:
+            lines += ["", f"Where the self-prompt is wrong (Dice < {correction['threshold']}): {correction['images']} "
+                          f"images, Dice {correction['auto_dice']:.4f} → {correction['refined_dice']:.4f} after "
+                          f"{correction['clicks']:.2f} clicks on average ({correction['improved']} improved)."]
         return lines
 
     def _latency_lines(self) -> list[str]:

@@ -12,11 +12,13 @@ from edge_medsam.data.layouts import Sample, load_sample
 from edge_medsam.errors import EdgeMedSAMError
 from edge_medsam.evaluation.protocol import (
     CLICK_MODES,
+    IMAGE_MODES,
     PROMPT_MODES,
     check_modes,
     run_auto,
     run_box,
     run_clicks,
+    run_refine,
     select_objects,
 )
 from edge_medsam.evaluation.report import AUTO_CLASS, EvalReport
@@ -63,13 +65,17 @@ class TimedSegmenter:
 def _evaluate_image(timed: TimedSegmenter, report: EvalReport, sample: Sample, image01: np.ndarray,
                     labels: np.ndarray, modality: Modality, max_objects: int | None, multimask: bool) -> None:
     encoded_as: Modality | None = None
-    if "auto" in report.modes:
+    if any(mode in IMAGE_MODES for mode in report.modes):
         timed.set_image(image01, None)
         detected = timed.detected_modality
         report.recognition.append((modality.name, detected.name if detected is not None else None))
-        report.add("auto", sample.id, modality.name, AUTO_CLASS, 0, run_auto(timed, labels))
+        if "auto" in report.modes:
+            report.add("auto", sample.id, modality.name, AUTO_CLASS, 0, run_auto(timed, labels))
+        if "refine" in report.modes:
+            outcome = run_refine(timed, labels)
+            report.add("refine", sample.id, modality.name, AUTO_CLASS, 0, outcome.score, outcome.clicks)
         encoded_as = detected
-    prompted = [mode for mode in report.modes if mode != "auto"]
+    prompted = [mode for mode in report.modes if mode not in IMAGE_MODES]
     objects = select_objects(labels, sample.objects, max_objects) if prompted else []
     if not objects:
         return
@@ -89,14 +95,15 @@ def evaluate(segmenter: Segmenter, samples: Sequence[Sample], prompts: str | Ite
              limits: ReadLimits | None = None) -> EvalReport:
     """Run the protocol on every sample: Dice/NSD per prompt mode, modality and class, recognition, latency.
 
-    Prompted modes use the sample's known modality; "auto" lets the segmenter recognise it (and is left out,
-    with a note, for segmenters without a self-prompt). Samples that cannot be read are listed in ``skipped``.
+    Prompted modes use the sample's known modality; "auto" and "refine" let the segmenter recognise it (and are
+    left out, with a note, for segmenters without a self-prompt). Unreadable samples are listed in ``skipped``.
     """
     modes = check_modes(tuple(prompts) if not isinstance(prompts, str) else prompts)
     notes = []
-    if "auto" in modes and not segmenter.supports_auto:
-        modes = tuple(mode for mode in modes if mode != "auto")
-        notes.append(f"auto left out: {segmenter.name} has no self-prompt")
+    dropped = [mode for mode in modes if mode in IMAGE_MODES and not segmenter.supports_auto]
+    if dropped:
+        modes = tuple(mode for mode in modes if mode not in dropped)
+        notes.append(f"{' and '.join(dropped)} left out: {segmenter.name} has no self-prompt")
     report = EvalReport(segmenter.name, modes, {"prompts": list(modes), "max_objects": max_objects,
                                                 "multimask": multimask}, notes=notes)
     if not modes:

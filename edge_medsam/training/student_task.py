@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edge_medsam.data.prompt_batch import pack_prompts
-from edge_medsam.data.prompts import points_from_error
+from edge_medsam.data.prompts import points_from_errors
 from edge_medsam.engine.trainer import StepContext
 from edge_medsam.models.student import EdgeStudent
 from edge_medsam.models.teachers.base import best_mask
@@ -42,6 +42,7 @@ class DistillConfig:
     confidence_weight: float = 0.5
     modality_weight: float = 0.2
     refine_weight: float = 1.0
+    refine_rounds: int = 3  # correction clicks per refinement, each round adding one to the previous ones
     max_objects: int = 4
     box_prob: float = 0.5
     encoder_lr_scale: float = 0.1  # decoder stage: the encoder keeps learning, slowly (0 freezes it)
@@ -180,17 +181,31 @@ class StudentDistillTask:
     def _refine(self, student: EdgeStudent, features: Any, self_prompt: Any, image_index: torch.Tensor,
                 coords: torch.Tensor, point_labels: torch.Tensor, previous: torch.Tensor, targets: torch.Tensor,
                 rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        """One interactive round: a click from the error region plus the previous logits as the mask prompt."""
-        full = F.interpolate(previous[:, None].float(), size=targets.shape[-2:], mode="bilinear", align_corners=False)
-        clicks = [points_from_error(pred, target, rng, n=1, mode="uniform")
-                  for pred, target in zip((full[:, 0] > 0).cpu().numpy(), targets.cpu().numpy() > 0.5, strict=True)]
-        extra_c, extra_l = pack_prompts([None] * len(clicks), clicks)
-        masks, iou = student.decode(
-            features, self_prompt, image_index=image_index,
-            points=torch.cat([coords, torch.from_numpy(extra_c).to(coords.device)], 1),
-            labels=torch.cat([point_labels, torch.from_numpy(extra_l).to(coords.device)], 1),
-            mask_input=previous[:, None])
-        return mask_losses(masks, targets, iou)
+        """Interactive correction as a user does it: each round adds a click from the current error region to the
+        earlier ones, with the previous round's logits (detached) as the mask prompt; losses averaged over rounds.
+
+        Clicks land on full-resolution error pixels, thin boundary errors included: a student trained on clicks
+        drawn on its coarser mask grid never saw such clicks and, clicked there, ruined good masks (quickstart:
+        refined Dice 0.77 vs 0.86 self-prompted). Their interior weights are measured on a 2x coarser grid.
+        """
+        truth = targets.cpu().numpy() > 0.5
+        clicks = [(np.zeros((0, 2), np.float32), np.zeros(0, np.int32)) for _ in range(len(truth))]
+        rounds = []
+        for _ in range(max(1, self.config.refine_rounds)):
+            full = F.interpolate(previous[:, None].float(), size=targets.shape[-2:], mode="bilinear",
+                                 align_corners=False)
+            new = points_from_errors((full[:, 0] > 0).cpu().numpy(), truth, rng, n=1, mode="interior", coarse=2)
+            clicks = [(np.concatenate([c, xy]), np.concatenate([lab, label]))
+                      for (c, lab), (xy, label) in zip(clicks, new, strict=True)]
+            extra_c, extra_l = pack_prompts([None] * len(clicks), clicks)
+            masks, iou = student.decode(
+                features, self_prompt, image_index=image_index,
+                points=torch.cat([coords, torch.from_numpy(extra_c).to(coords.device)], 1),
+                labels=torch.cat([point_labels, torch.from_numpy(extra_l).to(coords.device)], 1),
+                mask_input=previous[:, None])
+            rounds.append(mask_losses(masks, targets, iou))
+            previous = best_mask(masks, iou)[0][:, 0].detach()
+        return {key: torch.stack([r[key] for r in rounds]).mean() for key in ("loss", "dice_loss")}
 
 
 def _match_grid(target: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
