@@ -44,6 +44,8 @@ def _pytorch(subject: Subject, graph: str, precision: str, threads: int) -> Load
                       "INT8 is the exported QDQ graph)")
     import torch
 
+    from edge_medsam.engine.threads import torch_threads
+
     module = subject.modules()[0 if graph == "encoder" else 1]
     pair = subject.reference_pair
     path = pair.encoder if graph == "encoder" else pair.decoder
@@ -51,13 +53,8 @@ def _pytorch(subject: Subject, graph: str, precision: str, threads: int) -> Load
     outputs = graph_outputs(path)
 
     def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        before = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
-            with torch.inference_mode():
-                result = module(*(torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in inputs))
-        finally:
-            torch.set_num_threads(before)
+        with torch_threads(threads), torch.inference_mode():
+            result = module(*(torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in inputs))
         result = result if isinstance(result, (tuple, list)) else (result,)
         return {n: t.numpy() for n, t in zip(outputs, result, strict=True)}
 

@@ -3,6 +3,7 @@ peak FP32 throughput, both measured (a large GEMM, in the same run) and theoreti
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import os
 import platform
@@ -94,23 +95,26 @@ def measured_peak(threads: int, seconds: float = 1.0, side: int = GEMM_SIDE) -> 
     flops = 2.0 * side**3
     try:
         import torch
+
+        from edge_medsam.engine.threads import torch_threads
     except ImportError:
         torch = None
     if torch is not None:
         ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-        before = torch.get_num_threads()
-        torch.set_num_threads(threads)
+        threads_set = torch_threads(threads)
 
         def gemm() -> None:
             torch.matmul(ta, tb)
 
         library = f"torch {torch.__version__} matmul"
     else:
+        threads_set = contextlib.nullcontext()
+
         def gemm() -> None:
             np.matmul(a, b)
 
         library = f"numpy {np.__version__} matmul (BLAS threads not controlled)"
-    try:
+    with threads_set:
         gemm()  # first call: thread pool start-up and page faults
         best, calls, start = float("inf"), 0, time.perf_counter()
         while calls < 3 or time.perf_counter() - start < seconds:
@@ -118,9 +122,6 @@ def measured_peak(threads: int, seconds: float = 1.0, side: int = GEMM_SIDE) -> 
             gemm()
             best = min(best, time.perf_counter() - tick)
             calls += 1
-    finally:
-        if torch is not None:
-            torch.set_num_threads(before)
     return {"gflops": flops / best / 1e9, "threads": threads, "side": side, "calls": calls, "library": library}
 
 

@@ -1,4 +1,4 @@
-"""`edge-medsam train teacher`, `edge-medsam distill` and `edge-medsam pipeline`."""
+"""`edge-medsam train teacher`, `edge-medsam distill`, `edge-medsam pipeline` and `edge-medsam compare-runs`."""
 
 from __future__ import annotations
 
@@ -35,6 +35,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     pipeline.add_argument("--runs", type=Path, default=Path("runs"), help="parent of the run folder (default runs/)")
     pipeline.add_argument("--from", dest="from_stage", default=None, help="re-run from this stage on")
     pipeline.set_defaults(handler=run_pipeline_command)
+
+    compare = commands.add_parser("compare-runs", help="do two pipeline runs reproduce each other's figures?")
+    compare.add_argument("first", type=Path, help="a finished run folder (e.g. runs/quickstart)")
+    compare.add_argument("second", type=Path, help="another run of the same recipe")
+    compare.add_argument("--tolerance", type=float, default=0.02,
+                         help="largest difference (Dice, NSD, accuracy) still within noise (default 0.02)")
+    compare.add_argument("--out", type=Path, default=None, help="also write the table to this Markdown file")
+    compare.set_defaults(handler=run_compare_command)
 
 
 def _data_root(args: argparse.Namespace, recipe) -> Path:
@@ -85,3 +93,19 @@ def run_pipeline_command(args: argparse.Namespace) -> int:
     if report:
         print(f"report: {report}")
     return 0
+
+
+def run_compare_command(args: argparse.Namespace) -> int:
+    """Print both runs' figures; exit 1 when one differs by more than the tolerance."""
+    from edge_medsam.engine.logs import atomic_write_text
+    from edge_medsam.run_compare import compare_runs, comparison_markdown
+
+    deltas = compare_runs(args.first, args.second)
+    if not deltas:
+        raise EdgeMedSAMError("the two runs have no evaluation figure in common", path=args.second,
+                              fix="compare two runs of the same recipe")
+    table = comparison_markdown(deltas, str(args.first), str(args.second), args.tolerance)
+    print(table)
+    if args.out:
+        atomic_write_text(args.out, table + "\n")
+    return int(any(abs(d.delta) > args.tolerance for d in deltas))

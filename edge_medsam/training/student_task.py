@@ -43,6 +43,7 @@ class DistillConfig:
     modality_weight: float = 0.2
     refine_weight: float = 1.0
     refine_rounds: int = 3  # correction clicks per refinement, each round adding one to the previous ones
+    wrong_auto_prob: float = 0.5  # automatic masks made wrong (an object dropped or a blob added) before refining
     max_objects: int = 4
     box_prob: float = 0.5
     encoder_lr_scale: float = 0.1  # decoder stage: the encoder keeps learning, slowly (0 freezes it)
@@ -148,9 +149,10 @@ class StudentDistillTask:
         if cfg.refine_weight > 0:  # a click on the automatic mask, as a user corrects it
             images_index = torch.arange(images.shape[0], device=images.device)
             no_points = images.new_zeros(images.shape[0], 0, 2)
+            previous = spoil_masks(best_mask(masks, iou)[0][:, 0].detach(), labels, ctx.rng, cfg.wrong_auto_prob)
             refined = self._refine(student, features, self_prompt, images_index, no_points,
                                    torch.zeros(images.shape[0], 0, dtype=torch.int64, device=images.device),
-                                   best_mask(masks, iou)[0][:, 0].detach(), foreground, ctx.rng)
+                                   previous, foreground, ctx.rng)
             out["auto_refine_dice_loss"] = refined["dice_loss"]
             losses.append(cfg.refine_weight * refined["loss"])
         # Prompted objects (boxes / points), then one refinement click from the error region with the mask.
@@ -206,6 +208,33 @@ class StudentDistillTask:
             rounds.append(mask_losses(masks, targets, iou))
             previous = best_mask(masks, iou)[0][:, 0].detach()
         return {key: torch.stack([r[key] for r in rounds]).mean() for key in ("loss", "dice_loss")}
+
+
+def spoil_masks(logits: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator, prob: float) -> torch.Tensor:
+    """Low-res automatic-mask logits [B, h, w] with, for a ``prob`` share of images, one annotated object dropped
+    or a background blob added (half each): the wrong self-prompts refinement clicks must correct. A student's
+    own automatic masks are nearly right on its training images, so without these it rarely sees one to fix."""
+    spoiled = logits.clone()
+    size = logits.shape[-2:]
+    for b in np.flatnonzero(rng.random(len(logits)) < prob):
+        ids = torch.unique(labels[b])
+        ids = ids[ids > 0]
+        if len(ids) and rng.random() < 0.5:
+            obj = (labels[b] == ids[int(rng.integers(len(ids)))]).float()
+            region = F.adaptive_max_pool2d(obj[None, None], size)[0, 0] > 0
+            spoiled[b][region] = -logits[b][region].abs().clamp(min=1.0)
+        else:
+            background = F.adaptive_max_pool2d((labels[b] > 0).float()[None, None], size)[0, 0] == 0
+            ys, xs = torch.nonzero(background, as_tuple=True)
+            if not len(ys):
+                continue
+            k = int(rng.integers(len(ys)))
+            ry, rx = rng.uniform(0.04, 0.15, 2) * np.array(size)
+            yy = torch.arange(size[0], device=logits.device)[:, None]
+            xx = torch.arange(size[1], device=logits.device)[None, :]
+            region = (((yy - ys[k]) / ry) ** 2 + ((xx - xs[k]) / rx) ** 2 <= 1) & background
+            spoiled[b][region] = logits[b][region].abs().clamp(min=1.0)
+    return spoiled
 
 
 def _match_grid(target: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

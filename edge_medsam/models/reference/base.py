@@ -11,7 +11,7 @@ from torch import nn
 from edge_medsam.errors import InputError
 from edge_medsam.models.sam.components import build_mask_decoder, build_prompt_encoder
 from edge_medsam.models.teachers.base import Points, Teacher, TeacherFeatures, TeacherProfile
-from edge_medsam.models.teachers.sam_prompts import sam_prompt_embeddings
+from edge_medsam.models.teachers.sam_prompts import sam_decode
 
 KIND = "reference"
 
@@ -56,12 +56,7 @@ class SamDecoderReference(Teacher):
                mask_input: torch.Tensor | None = None, multimask: bool | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompts → (low-res logits [O, M, 4g, 4g], IoU [O, M]); all objects of all images in one batch."""
-        embedding = features.embedding
-        prompts, sparse, dense = sam_prompt_embeddings(self, embedding, points, boxes, mask_input)
-        return self.mask_decoder(image_embeddings=prompts.per_object(embedding),
-                                 image_pe=self.prompt_encoder.get_dense_pe(), sparse_prompt_embeddings=sparse,
-                                 dense_prompt_embeddings=dense,
-                                 multimask_output=self.profile.multimask if multimask is None else multimask)
+        return sam_decode(self, features.embedding, points, boxes, mask_input, multimask)
 
     def model_spec(self) -> dict[str, Any]:
         """The spec that rebuilds this model with ``edge_medsam.models.reference.build_from_spec``."""

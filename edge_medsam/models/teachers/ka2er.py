@@ -28,10 +28,10 @@ from torch import nn
 
 from edge_medsam.errors import EdgeMedSAMError, InputError
 from edge_medsam.modalities import get_modality
-from edge_medsam.models.prompt_maps import SpatialPromptEncoder, prompt_points
+from edge_medsam.models.prompt_maps import SpatialPromptEncoder
 from edge_medsam.models.sam.components import build_mask_decoder, build_prompt_encoder
 from edge_medsam.models.teachers.base import Points, Teacher, TeacherFeatures, TeacherProfile
-from edge_medsam.models.teachers.sam_prompts import sam_prompt_embeddings
+from edge_medsam.models.teachers.sam_prompts import sam_decode
 from edge_medsam.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessConfig
 
 KIND = "ka2er_teacher"
@@ -350,17 +350,7 @@ class Ka2erTeacher(Teacher):
                mask_input: torch.Tensor | None = None, multimask: bool | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompts (model-frame pixels; labels -1 pad, 0 negative, 1 positive, 2/3 box corners) → logits, IoU."""
-        embedding = features.embedding
-        prompts, sparse, dense = sam_prompt_embeddings(self, embedding, points, boxes, mask_input)
-        if self.spatial_prompts is not None:
-            dense = dense + self.spatial_prompts(*prompt_points(prompts, embedding))
-        return self.mask_decoder(
-            image_embeddings=prompts.per_object(embedding),
-            image_pe=self.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=self.profile.multimask if multimask is None else multimask,
-        )
+        return sam_decode(self, features.embedding, points, boxes, mask_input, multimask)
 
 
 def build_ka2er(tasks: dict[str, list[str]], image_size: int = 256, **options: Any) -> Ka2erTeacher:

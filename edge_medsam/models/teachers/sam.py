@@ -7,12 +7,12 @@ from typing import Any
 import torch
 
 from edge_medsam.errors import InputError
-from edge_medsam.models.prompt_maps import SpatialPromptEncoder, prompt_points
+from edge_medsam.models.prompt_maps import SpatialPromptEncoder
 from edge_medsam.models.sam.arch import SamArch, check_image_size, get_arch
 from edge_medsam.models.sam.components import build_image_encoder, build_mask_decoder, build_prompt_encoder
 from edge_medsam.models.teachers.base import Points, Teacher, TeacherFeatures, TeacherProfile
 from edge_medsam.models.teachers.profiles import SAM, SAM_MED2D, get_profile
-from edge_medsam.models.teachers.sam_prompts import sam_prompt_embeddings
+from edge_medsam.models.teachers.sam_prompts import sam_decode
 
 
 class SamTeacher(Teacher):
@@ -83,17 +83,7 @@ class SamTeacher(Teacher):
         All objects of all images run through the decoder as one batch; each image embedding is repeated for
         its K objects.
         """
-        embedding = features.embedding
-        prompts, sparse, dense = sam_prompt_embeddings(self, embedding, points, boxes, mask_input)
-        if self.spatial_prompts is not None:
-            dense = dense + self.spatial_prompts(*prompt_points(prompts, embedding))
-        return self.mask_decoder(
-            image_embeddings=prompts.per_object(embedding),
-            image_pe=self.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=self.profile.multimask if multimask is None else multimask,
-        )
+        return sam_decode(self, features.embedding, points, boxes, mask_input, multimask)
 
 
 def build_sam(arch: str = "vit_b", image_size: int = 1024, adapter: str | None = None,

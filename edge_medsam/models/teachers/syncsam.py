@@ -25,11 +25,11 @@ from segment_anything.modeling.mask_decoder import MLP
 from torch import nn
 
 from edge_medsam.errors import InputError
-from edge_medsam.models.prompt_maps import SpatialPromptEncoder, prompt_points
+from edge_medsam.models.prompt_maps import SpatialPromptEncoder
 from edge_medsam.models.sam.arch import SamArch, check_image_size, get_arch
 from edge_medsam.models.sam.components import SamMaskDecoder, build_image_encoder, build_prompt_encoder
 from edge_medsam.models.teachers.base import Points, Teacher, TeacherFeatures, TeacherProfile
-from edge_medsam.models.teachers.sam_prompts import sam_prompt_embeddings
+from edge_medsam.models.teachers.sam_prompts import sam_decode
 from edge_medsam.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessConfig
 
 KIND = "syncsam_teacher"
@@ -251,17 +251,7 @@ class SyncSamTeacher(Teacher):
         """Prompts (model-frame pixels; labels -1 pad, 0 negative, 1 positive, 2/3 box corners) → logits, IoU."""
         embedding = features.embedding
         detail = features.multiscale[-1] if features.multiscale else self.neck_bridge(embedding)
-        prompts, sparse, dense = sam_prompt_embeddings(self, embedding, points, boxes, mask_input)
-        if self.spatial_prompts is not None:
-            dense = dense + self.spatial_prompts(*prompt_points(prompts, embedding))
-        return self.mask_decoder(
-            image_embeddings=prompts.per_object(embedding),
-            image_pe=self.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=self.profile.multimask if multimask is None else multimask,
-            detail=prompts.per_object(detail),
-        )
+        return sam_decode(self, embedding, points, boxes, mask_input, multimask, detail=detail)
 
 
 def build_syncsam(arch: str = "vit_b", image_size: int = 256, cnn: str = "resnet50",
