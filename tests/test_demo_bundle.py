@@ -34,8 +34,8 @@ def test_demo_bundle_segments_fresh_corpus_images(tmp_path):
     report = evaluate(RuntimeSegmenter(Predictor.from_bundle(DEMO_BUNDLE, backend="onnxruntime")), samples,
                       prompts=("box", "auto"), max_objects=4)
     overall = report.overall()
-    assert overall["auto"]["dice"] >= 0.75  # measured 0.898 when shipped
-    assert overall["box"]["dice"] >= 0.35  # measured 0.478
+    assert overall["auto"]["dice"] >= 0.75  # measured 0.882 when shipped (session 4)
+    assert overall["box"]["dice"] >= 0.35  # measured 0.495
     recognition = report.recognition_summary()
     assert recognition["accuracy"] >= 0.85  # measured 1.0
     assert np.isfinite([overall[m]["nsd"] for m in ("box", "auto")]).all()
