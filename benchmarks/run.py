@@ -3,6 +3,7 @@ the 3D CT case, cold starts, accuracy per precision, ratios and targets, and the
 
 from __future__ import annotations
 
+import gc
 import sys
 import tempfile
 import time
@@ -16,7 +17,7 @@ from tqdm import tqdm
 
 from benchmarks import coldstart, compare, report
 from benchmarks.accuracy import measure_accuracy
-from benchmarks.engines import Skipped, load_graph
+from benchmarks.engines import Loaded, Skipped, load_graph
 from benchmarks.machine import describe_machine, load_average, machine_slug, measured_peak, theoretical_peak
 from benchmarks.macs import count_macs
 from benchmarks.scenarios import (
@@ -186,6 +187,21 @@ def timing_rows(variants: list[Variant], samples: dict[str, Any], macs: dict[str
     return rows
 
 
+def _released(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    raise RuntimeError("this graph was released after the 2D timings")
+
+
+def release_anchor_graphs(variants: list[Variant]) -> None:
+    """Drop the anchors' loaded graphs once the 2D timings are done (only ours run in the 3D case and the accuracy
+    check): SAM ViT-B @1024 alone keeps gigabytes in its PyTorch, ONNX Runtime and OpenVINO sessions, and with
+    every variant still loaded the full run was killed for memory (24 GB) in the 3D case."""
+    for variant in variants:
+        if variant.subject.family != OURS:
+            variant.encoder = Loaded(_released, variant.encoder.details)
+            variant.decoder = Loaded(_released, variant.decoder.details)
+    gc.collect()
+
+
 def ct_results(variants: list[Variant], rows: list[dict[str, Any]], settings: BenchSettings, log: Log) -> dict[str, Any]:
     """The 3D case: its protocol counts, a projection for every variant, real runs for ours."""
     spec = settings.ct
@@ -321,6 +337,8 @@ def run_benchmark(settings: BenchSettings, log: Log = _log) -> Path:
     log(f"timing {len(tasks)} tasks of {len(variants)} loaded variants, interleaved in {settings.plan.rounds} rounds")
     samples = phase("2D timings", lambda: run_interleaved(tasks, settings.plan, progress=settings.progress))
     rows = timing_rows(variants, samples, macs, peaks) + impossible + skipped
+    tasks.clear()  # their closures hold every loaded graph
+    release_anchor_graphs(variants)
     ct = phase("3D CT case", lambda: ct_results(variants, rows, settings, log))
     cold = phase("cold starts", lambda: coldstart_results(variants, image, settings, work))
     accuracy = phase("accuracy", lambda: accuracy_results(variants, settings, log))

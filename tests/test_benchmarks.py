@@ -257,3 +257,26 @@ def test_cli_rejects_bad_options(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert not any(tmp_path.iterdir())
     with pytest.raises(SystemExit):
         main(["bench", "--ct", "287by512"])
+
+
+def test_anchor_graphs_are_released_before_the_3d_case_and_ours_kept() -> None:
+    from types import SimpleNamespace
+
+    from benchmarks.engines import Loaded
+    from benchmarks.run import release_anchor_graphs
+    from benchmarks.scenarios import Variant
+    from benchmarks.subjects import ANCHOR, OURS
+
+    def runner(feeds):
+        return {"out": np.zeros(1)}
+
+    def variant(family: str) -> Variant:
+        return Variant(SimpleNamespace(family=family), "onnxruntime", "fp32", 2, Loaded(runner, {"kind": "e"}),
+                       Loaded(runner, {"kind": "d"}))
+
+    ours, anchor = variant(OURS), variant(ANCHOR)
+    release_anchor_graphs([ours, anchor])
+    assert ours.encoder.run is runner and ours.decoder.run is runner
+    assert anchor.encoder.details == {"kind": "e"} and anchor.decoder.details == {"kind": "d"}  # rows keep them
+    with pytest.raises(RuntimeError, match="released"):
+        anchor.encoder.run({})
