@@ -130,13 +130,12 @@ def run_clicks(segmenter: Segmenter, objects: list[EvalObject], rounds: int, mul
     return [Outcome(score_mask(masks[i], obj.target), len(clicks[i])) for i, obj in enumerate(objects)]
 
 
-def run_auto(segmenter: Segmenter, labels: np.ndarray) -> Score:
-    """Score the self-prompted foreground against the union of all objects."""
-    prediction = segmenter.predict_auto()
+def score_auto(prediction: Prediction, labels: np.ndarray) -> Score:
+    """Score a self-prompted foreground against the union of all objects."""
     return score_mask(prediction.masks[0], np.asarray(labels) > 0)
 
 
-def run_refine(segmenter: Segmenter, labels: np.ndarray, clicks: int = REFINE_CLICKS) -> Outcome:
-    """Score the self-prompted foreground after up to ``clicks`` centre clicks on its error region."""
+def run_refine(segmenter: Segmenter, labels: np.ndarray, auto: Prediction, clicks: int = REFINE_CLICKS) -> Outcome:
+    """Score the self-prompted foreground ``auto`` after up to ``clicks`` centre clicks on its error region."""
     foreground = EvalObject(0, "foreground", np.asarray(labels) > 0)
-    return run_clicks(segmenter, [foreground], clicks, start=segmenter.predict_auto())[0]
+    return run_clicks(segmenter, [foreground], clicks, start=auto)[0]

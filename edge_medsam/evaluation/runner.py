@@ -15,10 +15,10 @@ from edge_medsam.evaluation.protocol import (
     IMAGE_MODES,
     PROMPT_MODES,
     check_modes,
-    run_auto,
     run_box,
     run_clicks,
     run_refine,
+    score_auto,
     select_objects,
 )
 from edge_medsam.evaluation.report import AUTO_CLASS, EvalReport
@@ -69,10 +69,11 @@ def _evaluate_image(timed: TimedSegmenter, report: EvalReport, sample: Sample, i
         timed.set_image(image01, None)
         detected = timed.detected_modality
         report.recognition.append((modality.name, detected.name if detected is not None else None))
+        auto = timed.predict_auto()  # scored as it is, and the mask the refinement clicks start from
         if "auto" in report.modes:
-            report.add("auto", sample.id, modality.name, AUTO_CLASS, 0, run_auto(timed, labels))
+            report.add("auto", sample.id, modality.name, AUTO_CLASS, 0, score_auto(auto, labels))
         if "refine" in report.modes:
-            outcome = run_refine(timed, labels)
+            outcome = run_refine(timed, labels, auto)
             report.add("refine", sample.id, modality.name, AUTO_CLASS, 0, outcome.score, outcome.clicks)
         encoded_as = detected
     prompted = [mode for mode in report.modes if mode not in IMAGE_MODES]
