@@ -24,11 +24,12 @@ def agreement(chain: ChainOutputs, reference: ChainOutputs) -> dict[str, float]:
 
 def measure_accuracy(reference: Variant, variants: list[Variant], probes: list[Any]) -> dict[str, Any]:
     """Ground-truth Dice of the reference, and per variant: agreement with it, its own Dice and the points lost."""
-    ref_chain = run_chain(reference.encoder.run, reference.decoder.run, probes)
+    weight = reference.subject.prompted_weight
+    ref_chain = run_chain(reference.encoder.run, reference.decoder.run, probes, prompted_weight=weight)
     ref_dice = dice_scores(ref_chain, probes)
     rows = []
     for variant in variants:
-        chain = run_chain(variant.encoder.run, variant.decoder.run, probes)
+        chain = run_chain(variant.encoder.run, variant.decoder.run, probes, prompted_weight=weight)
         own = dice_scores(chain, probes)
         rows.append({"variant": variant.id, "backend": variant.backend, "precision": variant.precision,
                      "agreement_dice": agreement(chain, ref_chain), "dice": own,

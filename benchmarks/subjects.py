@@ -66,6 +66,7 @@ class Subject:
     torch_note: str = ""
     bundle: Path | None = None  # our bundle (the runtime's cold start and TensorRT engines use it)
     trained: bool = False  # whether the weights were trained (Dice against ground truth means something)
+    prompted_weight: float = 1.0  # our decoder's self-prompt weight for prompted objects (from the manifest)
     info: dict[str, Any] = field(default_factory=dict)
     _torch: tuple[Any, Any] | None = field(default=None, repr=False)
 
@@ -210,6 +211,7 @@ def bundle_subject(path: str | Path, student: Any = None, name: str | None = Non
         torch_graphs=modules if manifest.model.get("kind") == "student" else None, torch_note=note, bundle=root,
         # `edge-medsam export` records the trained model file it exported; test and benchmark exports do not.
         trained=bool(trained) if trained is not None else "model_sha256" in manifest.lineage,
+        prompted_weight=manifest.prompted_self_prompt_weight,
         info={"source": "bundle", "bundle": str(root), "manifest_name": manifest.name, "version": manifest.version,
               "trunk": config.get("trunk"), "bundle_bytes": sum(p.stat().st_size for p in root.rglob("*") if p.is_file()),
               **(info or {})})

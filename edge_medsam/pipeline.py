@@ -88,6 +88,7 @@ def _stage_export(ctx: StageContext) -> dict[str, Any]:
     from edge_medsam.compress.probes import probes_from_samples
     from edge_medsam.models.files import load_model
     from edge_medsam.preprocess import PreprocessConfig
+    from edge_medsam.runtime.manifest import sha256_file
 
     settings = ExportSettings.from_dict(ctx.recipe.export)
     train, test = _splits(ctx)
@@ -99,7 +100,8 @@ def _stage_export(ctx: StageContext) -> dict[str, Any]:
     held_out = probes_from_samples(test or train, settings.eval_count, preprocess, settings.seed + 1)
     version = ctx.recipe.section_hash("seed", "data", "teacher", "student", "distill", "export")
     lineage = {"recipe": ctx.recipe.name, "recipe_hash": version, "model_file": student_path.name,
-               "teacher": ctx.outputs["teacher"]["model"], "trained_on": len(train)}
+               "model_sha256": sha256_file(student_path), "teacher": ctx.outputs["teacher"]["model"],
+               "trained_on": len(train)}
     report = export_student_bundle(student, ctx.stage_dir / "bundle", calib, held_out, settings,
                                    name=f"{ctx.recipe.name}-student", version=version, preprocess=preprocess,
                                    lineage=lineage, data={"calib": "training split", "held_out": "test split"},
@@ -120,33 +122,23 @@ def _evaluation_sets(ctx: StageContext) -> dict[str, list]:
 
 
 def _stage_evaluate(ctx: StageContext) -> dict[str, Any]:
-    from edge_medsam.engine.threads import torch_threads
-    from edge_medsam.evaluation import evaluate, segmenter_for
-    from edge_medsam.models.files import load_model
-    from edge_medsam.runtime import Predictor
-    from edge_medsam.runtime.segmenter import RuntimeSegmenter
+    from edge_medsam.evaluation.jobs import EvalJob, run_jobs
 
     sets = _evaluation_sets(ctx)
     cfg = ctx.recipe.evaluate
-    reports: dict[str, str] = {}
-
-    def run(segmenter: Any, samples: list, prompts: list[str], out_name: str) -> None:
-        report = evaluate(segmenter, samples, prompts=tuple(prompts), max_objects=cfg.max_objects)
-        report.write(ctx.stage_dir / out_name)
-        reports[out_name] = str(ctx.stage_dir / out_name / "metrics.json")
-
-    for model_name in ("teacher", "distill"):
-        model = load_model(ctx.outputs[model_name]["model"])
-        for set_name, samples in sets.items():
-            with torch_threads(cfg.threads):
-                run(segmenter_for(model), samples, cfg.prompts,
-                    f"{'student' if model_name == 'distill' else 'teacher'}_{set_name}")
-    bundle = ctx.outputs.get("export", {}).get("bundle")
-    for precision in cfg.bundle_precisions if bundle else []:
-        predictor = Predictor.from_bundle(bundle, backend=cfg.bundle_backend, precision=precision)
-        for set_name, samples in sets.items():
-            run(RuntimeSegmenter(predictor), samples, cfg.bundle_prompts, f"bundle_{precision}_{set_name}")
-    return {"reports": reports}
+    jobs = []
+    for set_name, samples in sets.items():
+        common = {"samples": tuple(samples), "max_objects": cfg.max_objects, "threads": cfg.threads}
+        for stage, name in (("teacher", "teacher"), ("distill", "student")):
+            jobs.append(EvalJob(ctx.stage_dir / f"{name}_{set_name}", prompts=tuple(cfg.prompts),
+                                model=ctx.outputs[stage]["model"], **common))
+        bundle = ctx.outputs.get("export", {}).get("bundle")
+        for precision in cfg.bundle_precisions if bundle else []:
+            jobs.append(EvalJob(ctx.stage_dir / f"bundle_{precision}_{set_name}", prompts=tuple(cfg.bundle_prompts),
+                                bundle=bundle, precision=precision, backend=cfg.bundle_backend, **common))
+    jobs.sort(key=lambda job: job.bundle is not None)  # the models' reports take longest: they start first
+    run_jobs(jobs, cfg.workers, log=lambda line: print(line, flush=True))
+    return {"reports": {job.out.name: str(job.out / "metrics.json") for job in jobs}}
 
 
 def _stage_benchmark(ctx: StageContext) -> dict[str, Any]:

@@ -96,7 +96,8 @@ class EvaluateSection:
     prompts: list[str] = field(default_factory=lambda: ["box", "1pt", "5pt", "auto", "refine"])
     max_objects: int = 8
     limit: int | None = None
-    threads: int | None = 1  # torch intra-op threads while evaluating (None: torch's default; see engine/threads)
+    threads: int | None = 1  # threads per report while evaluating (None: the library's default; see engine/threads)
+    workers: int = 1  # reports evaluated at once, each in its own process (results do not depend on it)
     # The exported bundle, per precision on the runtime (torch-free) path; [] skips it.
     bundle_precisions: list[str] = field(default_factory=lambda: ["fp32", "fp16", "int8"])
     bundle_backend: str = "onnxruntime"

@@ -75,19 +75,30 @@ def test_upload_shows_the_self_prompted_mask_at_once(engine: DemoEngine, inputs:
 def test_clicks_refine_with_all_points_and_the_previous_logits(engine: DemoEngine, inputs: dict[str, Path]) -> None:
     session = picture_session(engine, inputs)
     first = session.current
-    assert first is not None
+    assert first is not None and first.auto
     session.add_point(40, 50, positive=True)
     session.add_point(120, 30, positive=False)
     annotation = session.current
     assert annotation is not None and annotation.points == ((40.0, 50.0, 1), (120.0, 30.0, 0))
     predictor = engine.predictor
     predictor.set_image(inputs["picture"])
-    step1 = predictor.predict(points=[[40, 50]], labels=[1], mask=first.logits)
-    step2 = predictor.predict(points=[[40, 50], [120, 30]], labels=[1, 0], mask=step1.low_res_logits)
+    # Clicks on the self-prompted mask correct that foreground (not "segment the clicked object").
+    step1 = predictor.predict(points=[[40, 50]], labels=[1], mask=first.logits, auto=True)
+    step2 = predictor.predict(points=[[40, 50], [120, 30]], labels=[1, 0], mask=step1.low_res_logits[0], auto=True)
     np.testing.assert_array_equal(annotation.mask, step2.masks[0])
-    assert not np.array_equal(annotation.mask, first.mask)
+    assert annotation.auto and not np.array_equal(annotation.mask, first.mask)
     assert "encoder" not in session.last_step.latency_ms  # the embedding was cached: a click only decodes
     assert session.last_step.latency_ms["decoder"] > 0
+    # A click on an object without a mask, or after a box, starts or refines a prompted object.
+    session.new_object()
+    session.add_point(40, 50, positive=True)
+    prompted = predictor.predict(points=[[40, 50]], labels=[1])
+    assert not session.current.auto  # type: ignore[union-attr]
+    np.testing.assert_array_equal(session.current.mask, prompted.masks[0])  # type: ignore[union-attr]
+    as_correction = predictor.predict(points=[[40, 50]], labels=[1], auto=True)
+    assert not np.allclose(prompted.low_res_logits, as_correction.low_res_logits)  # the weight reaches the graph
+    session.set_box((20, 20, 100, 110))
+    assert not session.current.auto  # type: ignore[union-attr]
 
 
 def test_undo_restores_each_earlier_state_and_reset_is_undoable(engine: DemoEngine, inputs: dict[str, Path]) -> None:

@@ -85,6 +85,24 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     assert (tmp_path / "a" / "config.yaml").exists()
 
 
+class RecordsDeterminism(NoisyRegression):
+    def __init__(self):
+        super().__init__()
+        self.seen = set()
+
+    def training_step(self, model, batch, ctx):
+        self.seen.add(torch.are_deterministic_algorithms_enabled())
+        return super().training_step(model, batch, ctx)
+
+
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_runs_use_deterministic_algorithms_and_restore_the_setting(tmp_path, deterministic):
+    task = RecordsDeterminism()
+    before = torch.are_deterministic_algorithms_enabled()
+    Trainer(make_model(), task, PairDataset(), config(steps=2, deterministic=deterministic), tmp_path).fit()
+    assert task.seen == {deterministic} and torch.are_deterministic_algorithms_enabled() == before
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     trainer = Trainer(make_model(), NoisyRegression(blow_up_at=7), PairDataset(), config(), tmp_path)
     with pytest.raises(EdgeMedSAMError, match=r"loss became nan at step 7"):

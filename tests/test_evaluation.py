@@ -149,7 +149,7 @@ class Oracle:
         return Prediction(np.where(masks, 4.0, -4.0).astype(np.float32), np.zeros((n, 1, 16, 16), np.float32),
                           np.ones(n, np.float32))
 
-    def predict_auto(self) -> Prediction:
+    def predict_auto(self, points=None, point_labels=None, mask_input=None) -> Prediction:
         union = self.labels[None] > 0
         return Prediction(np.where(union, 4.0, -4.0).astype(np.float32), np.zeros((1, 1, 16, 16), np.float32),
                           np.ones(1, np.float32))
@@ -191,15 +191,19 @@ def test_five_clicks_refine_with_the_previous_mask(samples: list) -> None:
 
 
 class MissesOneObject(Oracle):
-    """A self-prompt that misses the largest object; a click adds (positive) or removes (negative) the object
-    under it, starting from the previous mask (passed along as ``last``, the low-res logits being a stand-in)."""
+    """A self-prompt that misses the largest object; a correcting click adds (positive) or removes (negative) the
+    object under it, starting from the previous mask (passed along as ``last``, the low-res logits being a
+    stand-in). A prompted click (``predict``) segments the clicked object alone, as the oracle does."""
 
     def set_image(self, image01: np.ndarray, modality) -> None:
         super().set_image(image01, modality)
         ids, sizes = np.unique(self.labels[self.labels > 0], return_counts=True)
         self.last = (self.labels > 0) & (self.labels != ids[sizes.argmax()])
 
-    def predict(self, boxes=None, points=None, point_labels=None, mask_input=None, multimask=True) -> Prediction:
+    def predict_auto(self, points=None, point_labels=None, mask_input=None) -> Prediction:
+        if points is None:
+            return Prediction(np.where(self.last, 4.0, -4.0)[None].astype(np.float32),
+                              np.zeros((1, 1, 16, 16), np.float32), np.ones(1, np.float32))
         self.calls.append({"points": points.shape, "mask_input": mask_input})
         mask = self.last.copy()
         for (x, y), label in zip(points[0].astype(int), point_labels[0], strict=True):
@@ -208,10 +212,6 @@ class MissesOneObject(Oracle):
         self.last = mask
         return Prediction(np.where(mask, 4.0, -4.0)[None].astype(np.float32), np.zeros((1, 1, 16, 16), np.float32),
                           np.ones(1, np.float32))
-
-    def predict_auto(self) -> Prediction:
-        return Prediction(np.where(self.last, 4.0, -4.0)[None].astype(np.float32),
-                          np.zeros((1, 1, 16, 16), np.float32), np.ones(1, np.float32))
 
 
 def test_refinement_clicks_correct_a_wrong_self_prompt(samples: list) -> None:

@@ -52,8 +52,10 @@ def test_pipeline_runs_skips_and_reruns(tmp_path):
     assert "Dice" in report and "## Exported bundle" in report and "| onnx | fp32 | encoder |" in report
     assert "Runtime Dice per precision, held-out images" in report
     from edge_medsam.runtime import open_bundle
+    from edge_medsam.runtime.manifest import sha256_file
     bundle = open_bundle(state["export"]["outputs"]["bundle"])
     assert bundle.manifest.lineage["recipe"] == "tiny"
+    assert bundle.manifest.lineage["model_sha256"] == sha256_file(state["distill"]["outputs"]["model"])
 
     logs.clear()
     run_pipeline(recipe, runs, log=logs.append)
@@ -70,6 +72,22 @@ def test_pipeline_runs_skips_and_reruns(tmp_path):
     logs.clear()
     run_pipeline(recipe, runs, from_stage="evaluate", log=logs.append)
     assert "[distill] up to date, skipped" in logs and "[evaluate] running" in logs
+    inline = _dice_figures(runs / "tiny" / "evaluate")
+
+    # Reports evaluated two at a time in worker processes are the same reports.
+    logs.clear()
+    write_recipe(recipe, distill=changed, evaluate={**TINY["evaluate"], "workers": 2})
+    run_pipeline(recipe, runs, log=logs.append)
+    assert "[distill] up to date, skipped" in logs and "[evaluate] running" in logs
+    assert sum(line.startswith("evaluated ") for line in logs) == 6
+    assert _dice_figures(runs / "tiny" / "evaluate") == inline
+
+
+def _dice_figures(folder):
+    """Every report's summary (Dice/NSD per mode, modality and class) and recognition, by report name."""
+    return {path.parent.name: {key: value for key, value in json.loads(path.read_text()).items()
+                               if key in ("summary", "modality_recognition", "images")}
+            for path in sorted(folder.glob("*/metrics.json"))}
 
 
 def test_recipe_typos_are_errors_naming_the_file(tmp_path):

@@ -231,7 +231,8 @@ def test_modality_given_by_name_or_index_and_windows(ort: Predictor, bundle: Pat
     ({"boxes": [[0, 0, 9, 9], [1, 1, 5, 5]], "points": [[3, 3]], "labels": [1]}, "which object"),
     ({"boxes": [[0, 0, 9, 9]], "mask": np.zeros((2, 1, 64, 64))}, "disagree on the number of objects"),
     ({"mask": np.zeros((1, 1, 32, 32))}, "low-res logits"),
-    ({"boxes": [[0, 0, 9, 9]], "auto": True}, "auto=True"),
+    ({"boxes": [[0, 0, 9, 9]], "auto": True}, "auto=True corrects .* but boxes"),
+    ({"points": [[[3, 3]], [[5, 5]]], "labels": [[1], [1]], "auto": True}, "for 2 objects"),
     ({"auto": False}, "no prompt given"),
 ])
 def test_bad_prompts_are_refused(ort: Predictor, image: np.ndarray, prompts: dict, message: str) -> None:
@@ -277,6 +278,45 @@ def test_runtime_segmenter_follows_the_evaluation_protocol(ort: Predictor, image
     refined = segmenter.predict(mask_input=prediction.low_res)
     assert refined.masks.shape == (1, 150, 200)
     assert len(segmenter.predict()) == 0 and segmenter.predict_auto().masks.shape == (1, 150, 200)
+
+
+def _recording_weights(predictor: Predictor) -> list[list[float]]:
+    """Record the ``self_prompt_weight`` feed of every decoder call of ``predictor``."""
+    seen: list[list[float]] = []
+    run = predictor._decoder
+    predictor._decoder = lambda feeds: seen.append(feeds["self_prompt_weight"].tolist()) or run(feeds)
+    return seen
+
+
+def test_prompted_objects_and_corrections_of_the_automatic_mask_are_told_apart(bundle: Path,
+                                                                                image: np.ndarray) -> None:
+    predictor = Predictor.from_bundle(bundle, backend="onnxruntime", threads=1)
+    assert predictor.prompted_weight == 0.0  # the student's config, recorded in the manifest
+    seen = _recording_weights(predictor)
+    predictor.set_image(image)
+    automatic = predictor.predict()
+    predictor.predict(boxes=[[50, 30, 130, 110], [0, 0, 60, 40]])
+    corrected = predictor.predict(points=[[90, 70]], labels=[1], mask=automatic.low_res_logits[0], auto=True)
+    assert seen == [[1.0], [0.0, 0.0], [1.0]] and corrected.masks.shape == (1, 150, 200)
+    segmenter = RuntimeSegmenter(predictor)
+    segmenter.set_image(np.repeat((image / 255.0).astype(np.float32)[..., None], 3, axis=2), None)
+    start = segmenter.predict_auto()
+    segmenter.predict_auto(points=np.array([[[90, 70]]], np.float32), point_labels=np.array([[1]]),
+                           mask_input=start.low_res)
+    segmenter.predict(points=np.array([[[90, 70]]], np.float32), point_labels=np.array([[1]]))
+    assert seen[3:] == [[1.0], [1.0], [0.0]]
+
+
+def test_a_bundle_made_before_the_setting_keeps_the_self_prompt_on_prompted_objects(tmp_path: Path) -> None:
+    legacy = copy_bundle(tmp_path / "legacy")
+    manifest = json.loads((legacy / MANIFEST).read_text())
+    del manifest["model"]["config"]["prompted_self_prompt_weight"]
+    write_manifest(legacy, manifest)
+    predictor = Predictor.from_bundle(legacy, backend="onnxruntime", threads=1)
+    seen = _recording_weights(predictor)
+    predictor.set_image(np.zeros((64, 64), np.uint8))
+    predictor.predict(boxes=[[4, 4, 30, 30]])
+    assert predictor.prompted_weight == 1.0 and seen == [[1.0]]
 
 
 def test_runs_end_to_end_with_torch_unimportable(bundle: Path, tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from edge_medsam.io import (
     write_dicom_series,
     write_nifti,
 )
+from edge_medsam.runtime import Predictor
 from edge_medsam.runtime.bundle import DEMO_BUNDLE
 
 
@@ -67,6 +68,28 @@ def test_png_with_boxes_and_points(bundle: Path, data: dict[str, Path], tmp_path
     mask = read_mask(tmp_path / "photo_seg.png")
     assert mask.shape == (80, 100) and set(np.unique(mask)) <= {0, 1}
     assert json.loads((tmp_path / "summary.jsonl").read_text().splitlines()[0]) == record
+
+
+def test_clicks_correcting_the_self_prompted_mask(bundle: Path, data: dict[str, Path], tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    code, records, _ = run(capsys, str(data["png"]), "--bundle", str(bundle), "--out", str(tmp_path / "c"),
+                           "--point", "30", "30", "1", "--point", "5", "70", "0", "--correct-auto",
+                           "--backend", "onnxruntime", "--threads", "1")
+    assert code == 0 and records[0]["prompt"] == "corrected auto" and len(records[0]["objects"]) == 1
+    predictor = Predictor.from_bundle(bundle, backend="onnxruntime", threads=1)
+    predictor.set_image(data["png"])
+    automatic = predictor.predict()
+    expected = predictor.predict(points=[[30, 30], [5, 70]], labels=[1, 0], mask=automatic.low_res_logits[0],
+                                 auto=True)
+    np.testing.assert_array_equal(read_mask(tmp_path / "c" / "photo_seg.png") > 0, expected.masks[0])
+    for extra, message in ((["--box", "1", "1", "20", "20"], "--correct-auto"), ([], "--correct-auto")):
+        points = ["--point", "30", "30", "1"] if extra else []
+        code, _, err = run(capsys, str(data["png"]), "--bundle", str(bundle), "--out", str(tmp_path / "e"),
+                           "--correct-auto", *points, *extra)
+        assert code == 1 and message in err and "give --point" in err
+    code, _, err = run(capsys, str(data["nifti"]), "--bundle", str(bundle), "--out", str(tmp_path / "v"),
+                       "--correct-auto", "--point", "10", "10", "3", "1")
+    assert code == 1 and "works on 2D images" in err
 
 
 def test_nifti_with_a_3d_box(bundle: Path, data: dict[str, Path], tmp_path: Path,

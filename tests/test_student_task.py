@@ -1,11 +1,17 @@
-"""The decoder stage's wrong self-prompts: automatic masks with an object dropped or a background blob added."""
+"""The decoder stage: wrong self-prompts (an object dropped or a background blob added) and the self-prompt weight
+that tells prompted objects from corrections of the automatic mask."""
 
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 import torch
 
-from edge_medsam.training.student_task import spoil_masks
+from edge_medsam.engine.distributed import DistInfo
+from edge_medsam.engine.trainer import StepContext
+from edge_medsam.models.student import EdgeStudent, StudentConfig
+from edge_medsam.training.student_task import DistillationModel, DistillConfig, StudentDistillTask, spoil_masks
 
 
 def _scene():
@@ -41,3 +47,40 @@ def test_prob_zero_keeps_the_masks_and_the_input_is_never_modified():
     assert torch.equal(spoil_masks(logits, labels, np.random.default_rng(0), prob=0.0), logits)
     spoil_masks(logits, labels, np.random.default_rng(0), prob=1.0)
     assert torch.equal(logits, before)
+
+
+def test_decoder_stage_tells_prompted_objects_from_corrections_of_the_automatic_mask():
+    """Prompted objects (and their refinement clicks) are decoded with the student's prompted self-prompt weight,
+    the automatic mask and its corrections with weight 1: the signal that keeps a correcting click from turning
+    the whole foreground into the clicked object."""
+    torch.manual_seed(0)
+    student = EdgeStudent(StudentConfig(image_size=64, embed_dim=32, decoder_mlp_dim=64, skip_dim=8))
+    calls = []
+    decode = student.decode
+
+    def recording(*args, **kwargs):
+        points = kwargs.get("points")
+        calls.append((0 if points is None else points.shape[1], kwargs.get("self_prompt_weight")))
+        return decode(*args, **kwargs)
+
+    student.decode = recording
+    labels = torch.zeros(2, 64, 64, dtype=torch.int64)
+    labels[:, 8:24, 8:24] = 1
+    labels[:, 36:56, 30:60] = 2
+    batch = {"image": torch.rand(2, 3, 64, 64), "labels": labels, "modality": torch.tensor([0, 3])}
+    ctx = StepContext(torch.device("cpu"), 0, np.random.default_rng(0), contextlib.nullcontext, DistInfo())
+    task = StudentDistillTask(DistillConfig(stage="decoder", refine_rounds=2), teacher=None)
+    out = task.training_step(DistillationModel(student, None), batch, ctx)
+    assert torch.isfinite(out["loss"])
+    automatic, corrections, prompted, refined = calls[0], calls[1:3], calls[3], calls[4:6]
+    assert automatic == (0, None) and len(calls) == 6  # no points: the self-prompt at weight 1
+    assert all(weight == 1.0 and points >= 1 for points, weight in corrections)
+    assert prompted[1] is None and all(weight is None for _, weight in refined)  # the config's prompted weight
+    assert student.config.prompted_self_prompt_weight == 0.0
+
+
+def test_students_stored_before_the_setting_keep_the_self_prompt_on_prompted_objects():
+    stored = StudentConfig().to_dict()
+    assert StudentConfig.from_dict(stored).prompted_self_prompt_weight == 0.0
+    del stored["prompted_self_prompt_weight"]
+    assert StudentConfig.from_dict(stored).prompted_self_prompt_weight == 1.0

@@ -54,6 +54,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                         metavar=("X0", "Y0", "Z0", "X1", "Y1", "Z1"), help="a 3D box, MedSAM-on-Laptop order")
     parser.add_argument("--point", nargs="+", type=float, action="append", metavar="V",
                         help="x y label (2D) or x y z label (volumes); label 1 foreground, 0 background")
+    parser.add_argument("--correct-auto", action="store_true",
+                        help="2D: the --point clicks correct the self-prompted foreground (add a missed region, "
+                             "remove a false one) instead of segmenting the clicked object")
     parser.add_argument("--axis", default="axial", help="slicing plane of volumes: axial, coronal, sagittal, 0, 1, 2")
     parser.add_argument("--cache-size", type=int, default=DEFAULT_CACHE, help="slices whose embeddings are kept")
     parser.add_argument("--margin", type=int, default=DEFAULT_MARGIN,
@@ -95,10 +98,18 @@ def _segment_image(predictor: Predictor, loaded: LoadedInput, args: argparse.Nam
     if points and boxes and len(boxes) > 1:
         raise InputError(f"{len(boxes)} boxes and --point: points refine one object", path=loaded.path,
                          fix="give points with at most one --box")
+    if args.correct_auto and (boxes or not points):
+        raise InputError("--correct-auto corrects the self-prompted mask with --point clicks", path=loaded.path,
+                         fix="give --point x y label clicks and no --box")
     coords = np.array([p[:2] for p in points], np.float32) if points else None
     point_labels = np.array([p[2] for p in points], np.float32) if points else None
     predictor.set_image(loaded.image, modality=_modality(args.modality), window=args.window)
-    result = predictor.predict(points=coords, labels=point_labels, boxes=boxes)
+    if args.correct_auto:
+        automatic = predictor.predict()
+        result = predictor.predict(points=coords, labels=point_labels, mask=automatic.low_res_logits[0], auto=True)
+        result.latency_ms["decoder"] += automatic.latency_ms["decoder"]
+    else:
+        result = predictor.predict(points=coords, labels=point_labels, boxes=boxes)
     labels_map = result.label_map()
     counts = np.bincount(labels_map.ravel(), minlength=len(result) + 1)
     objects = [{"label": i + 1, "pixels": int(counts[i + 1]), "score": round(float(s), 4)}
@@ -106,10 +117,13 @@ def _segment_image(predictor: Predictor, loaded: LoadedInput, args: argparse.Nam
     return {"labels": labels_map, "objects": objects, "latency_ms": result.latency_ms, "modality": result.modality,
             "modality_source": result.modality_source, "modality_confidence": result.modality_confidence,
             "self_prompt_confidence": result.self_prompt_confidence,
-            "prompt": "auto" if not boxes and not points else "prompts"}
+            "prompt": "auto" if not boxes and not points else "corrected auto" if args.correct_auto else "prompts"}
 
 
 def _segment_volume(predictor: Predictor, loaded: LoadedInput, args: argparse.Namespace) -> dict[str, Any]:
+    if args.correct_auto:
+        raise InputError("--correct-auto works on 2D images", path=loaded.path,
+                         fix="drop --correct-auto; volumes take --box3d or --point x y z label")
     if args.box:
         raise InputError("--box was given for a volume", path=loaded.path,
                          fix="use --box3d x0 y0 z0 x1 y1 z1, or --point x y z label")

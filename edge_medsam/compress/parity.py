@@ -41,6 +41,7 @@ class ChainOutputs:
     auto: list[dict[str, np.ndarray]]
     decoder: dict[str, list[dict[str, np.ndarray]]]  # prompt kind → per probe
     masks: dict[str, list[np.ndarray]]  # prompt kind → per probe [N, H, W] bool
+    prompted_weight: float  # the self-prompt weight the box prompts were decoded with
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -69,9 +70,11 @@ def decoder_inputs(features: dict[str, np.ndarray], coords: np.ndarray, labels: 
             "has_mask_input": has_mask, "self_prompt_weight": np.full(n, self_prompt_weight, np.float32)}
 
 
-def prompt_feeds(features: dict[str, np.ndarray], probe: Probe) -> dict[str, dict[str, np.ndarray]]:
-    """The evaluated prompts of a probe: its exact boxes, and the self-prompt alone (one padding point)."""
-    return {"box": decoder_inputs(features, probe.box_coords, probe.box_labels),
+def prompt_feeds(features: dict[str, np.ndarray], probe: Probe,
+                 prompted_weight: float) -> dict[str, dict[str, np.ndarray]]:
+    """The evaluated prompts of a probe: its exact boxes (decoded with the model's ``prompted_weight``), and the
+    self-prompt alone (one padding point)."""
+    return {"box": decoder_inputs(features, probe.box_coords, probe.box_labels, prompted_weight),
             "self_prompt": decoder_inputs(features, np.zeros((1, 1, 2), np.float32), np.full((1, 1), -1.0, np.float32))}
 
 
@@ -81,9 +84,10 @@ def encoder_feed(probe: Probe, modality: int | None = None) -> dict[str, np.ndar
     return {"image": probe.image, "modality": np.array([index], np.int64)}
 
 
-def run_chain(encoder: Runner | None, decoder: Runner, probes: list[Probe],
+def run_chain(encoder: Runner | None, decoder: Runner, probes: list[Probe], *, prompted_weight: float,
               features: list[dict[str, np.ndarray]] | None = None) -> ChainOutputs:
-    """Run a graph pair on every probe; with ``features`` the decoder takes those instead of ``encoder``'s."""
+    """Run a graph pair on every probe; with ``features`` the decoder takes those instead of ``encoder``'s.
+    ``prompted_weight``: the model's self-prompt weight for prompted objects (its manifest or config says)."""
     encoded, auto = [], []
     decoded: dict[str, list[dict[str, np.ndarray]]] = defaultdict(list)
     masks: dict[str, list[np.ndarray]] = defaultdict(list)
@@ -93,11 +97,11 @@ def run_chain(encoder: Runner | None, decoder: Runner, probes: list[Probe],
             encoded.append(encoder(encoder_feed(probe)))
             auto.append(encoder(encoder_feed(probe, AUTO_MODALITY)))
         feed_from = features[i] if features is not None else encoded[-1]
-        for kind, feed in prompt_feeds(feed_from, probe).items():
+        for kind, feed in prompt_feeds(feed_from, probe, prompted_weight).items():
             out = decoder(feed)
             decoded[kind].append(out)
             masks[kind].append(final_masks(out, probe))
-    return ChainOutputs(encoded, auto, dict(decoded), dict(masks))
+    return ChainOutputs(encoded, auto, dict(decoded), dict(masks), prompted_weight)
 
 
 def _max_abs(runs: list[dict[str, np.ndarray]], refs: list[dict[str, np.ndarray]]) -> dict[str, float]:
@@ -131,8 +135,8 @@ def dice_by_modality(chain: ChainOutputs, probes: list[Probe]) -> dict[str, floa
 
 def measure(encoder: Runner, decoder: Runner, probes: list[Probe], reference: ChainOutputs) -> dict[str, Any]:
     """Parity and accuracy of a graph pair against the PyTorch reference on the same probes."""
-    chain = run_chain(encoder, decoder, probes)
-    isolated = run_chain(None, decoder, probes, features=reference.encoder)
+    chain = run_chain(encoder, decoder, probes, prompted_weight=reference.prompted_weight)
+    isolated = run_chain(None, decoder, probes, prompted_weight=reference.prompted_weight, features=reference.encoder)
     agreement = {kind: float(np.mean([dice(a, b) for run, ref in zip(chain.masks[kind], reference.masks[kind],
                                                                           strict=True)
                                       for a, b in zip(run, ref, strict=True)])) for kind in PROMPT_KINDS}

@@ -152,7 +152,7 @@ def _calibration_items(calib: list[Probe], reference: ChainOutputs) -> dict[str,
     decoder: list[dict[str, np.ndarray]] = []
     for i, (probe, features) in enumerate(zip(calib, reference.encoder, strict=True)):
         decoder.append(decoder_inputs(features, probe.point_coords, probe.point_labels, float(i % 2 == 0)))
-        decoder.append(prompt_feeds(features, probe)["self_prompt"])
+        decoder.append(prompt_feeds(features, probe, reference.prompted_weight)["self_prompt"])
         boxes = reference.decoder["box"][i]
         best = boxes["masks"][np.arange(len(boxes["masks"])), boxes["iou_predictions"].argmax(1)][:, None]
         decoder.append(decoder_inputs(features, probe.box_coords, probe.box_labels, mask_input=best))
@@ -168,6 +168,7 @@ class _BundleBuilder:
                       "decoder": torch_runner(DecoderGraph(student), DECODER_INPUTS, DECODER_OUTPUTS)}
         self.files: dict[tuple[str, str, str], list[Path]] = {}  # (graph, precision, format) → files
         self.metrics: dict[str, Any] = {"parity": {}, "dice_drop": {}, "quantization": {}}
+        self.prompted_weight = student.config.prompted_self_prompt_weight
 
     def path(self, fmt: str, graph: str, precision: str) -> Path:
         suffix = "" if precision == "fp32" else f".{precision}"
@@ -184,7 +185,8 @@ class _BundleBuilder:
         onnx_fp32 = self.steps("ONNX FP32 graphs (dynamo exporter, onnxslim, checker)",
                                lambda: export_student(self.student, self.root, s.opset))
         reference = self.steps("PyTorch FP32 reference on held-out images",
-                               lambda: run_chain(self.torch["encoder"], self.torch["decoder"], held_out))
+                               lambda: run_chain(self.torch["encoder"], self.torch["decoder"], held_out,
+                                                 prompted_weight=self.prompted_weight))
         self.metrics["reference"] = {"dice": dice_scores(reference, held_out)}
         for fmt in s.formats:
             for graph in GRAPHS:
@@ -205,12 +207,14 @@ class _BundleBuilder:
         if "int8" in s.precision:
             validation = calib[: s.eval_count]
             calib_reference = self.steps("PyTorch FP32 on calibration images",
-                                         lambda: run_chain(self.torch["encoder"], self.torch["decoder"], calib))
+                                         lambda: run_chain(self.torch["encoder"], self.torch["decoder"], calib,
+                                                           prompted_weight=self.prompted_weight))
             items = _calibration_items(calib, calib_reference)
             n = len(validation)
             baseline = dice_scores(ChainOutputs(calib_reference.encoder[:n], calib_reference.auto[:n],
                                                 {k: v[:n] for k, v in calib_reference.decoder.items()},
-                                                {k: v[:n] for k, v in calib_reference.masks.items()}), validation)
+                                                {k: v[:n] for k, v in calib_reference.masks.items()},
+                                                self.prompted_weight), validation)
             for fmt in s.formats:
                 self._int8(fmt, onnx_fp32, items, validation, baseline)
                 self._measure(fmt, "int8", held_out, reference)
@@ -250,7 +254,7 @@ class _BundleBuilder:
 
     def _validation_dice(self, fmt: str, precisions: dict[str, str], validation: list[Probe]) -> dict[str, float]:
         runners = [_runner(fmt, self.main(g, precisions[g], fmt)) for g in GRAPHS]
-        return dice_scores(run_chain(*runners, validation), validation)
+        return dice_scores(run_chain(*runners, validation, prompted_weight=self.prompted_weight), validation)
 
     def _int8(self, fmt: str, onnx_fp32: dict[str, Path], items: dict[str, list[dict[str, np.ndarray]]],
               validation: list[Probe], baseline: dict[str, float]) -> None:

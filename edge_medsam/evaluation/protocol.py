@@ -98,16 +98,17 @@ def _padded(clicks: list[list[tuple[np.ndarray, int]]]) -> tuple[np.ndarray, np.
 
 
 def run_clicks(segmenter: Segmenter, objects: list[EvalObject], rounds: int, multimask: bool = True,
-               start: Prediction | None = None) -> list[Outcome]:
+               auto: Prediction | None = None) -> list[Outcome]:
     """Score each object after ``rounds`` centre clicks on its error region, the previous logits as mask prompt.
 
-    ``start``: masks and logits to correct (one per object); by default the first click starts from nothing.
+    ``auto``: the self-prompted foreground (one object) to correct with ``predict_auto``; by default the first
+    click starts a prompted object from nothing.
     """
     if not objects:
         return []
     height, width = objects[0].target.shape
-    masks = np.zeros((len(objects), height, width), bool) if start is None else start.masks.copy()
-    low_res: np.ndarray | None = None if start is None else start.low_res.copy()
+    masks = np.zeros((len(objects), height, width), bool) if auto is None else auto.masks.copy()
+    low_res: np.ndarray | None = None if auto is None else auto.low_res.copy()
     clicks: list[list[tuple[np.ndarray, int]]] = [[] for _ in objects]
     active = list(range(len(objects)))
     for _ in range(rounds):
@@ -122,7 +123,10 @@ def run_clicks(segmenter: Segmenter, objects: list[EvalObject], rounds: int, mul
             break
         coords, labels = _padded([clicks[i] for i in active])
         previous = None if low_res is None else low_res[active]
-        prediction = segmenter.predict(points=coords, point_labels=labels, mask_input=previous, multimask=multimask)
+        if auto is None:
+            prediction = segmenter.predict(points=coords, point_labels=labels, mask_input=previous, multimask=multimask)
+        else:
+            prediction = segmenter.predict_auto(points=coords, point_labels=labels, mask_input=previous)
         if low_res is None:
             low_res = np.zeros((len(objects), *prediction.low_res.shape[1:]), np.float32)
         masks[active] = prediction.masks
@@ -138,4 +142,4 @@ def score_auto(prediction: Prediction, labels: np.ndarray) -> Score:
 def run_refine(segmenter: Segmenter, labels: np.ndarray, auto: Prediction, clicks: int = REFINE_CLICKS) -> Outcome:
     """Score the self-prompted foreground ``auto`` after up to ``clicks`` centre clicks on its error region."""
     foreground = EvalObject(0, "foreground", np.asarray(labels) > 0)
-    return run_clicks(segmenter, [foreground], clicks, start=auto)[0]
+    return run_clicks(segmenter, [foreground], clicks, auto=auto)[0]

@@ -54,10 +54,10 @@ class TimedSegmenter:
         self.report.decode_ms.append((time.perf_counter() - start) * 1e3)
         return prediction
 
-    def predict_auto(self) -> Prediction:
-        """Self-prompted foreground, timed."""
+    def predict_auto(self, **prompts: Any) -> Prediction:
+        """Self-prompted foreground (or its correction), timed."""
         start = time.perf_counter()
-        prediction = self.segmenter.predict_auto()
+        prediction = self.segmenter.predict_auto(**prompts)
         self.report.decode_ms.append((time.perf_counter() - start) * 1e3)
         return prediction
 

@@ -59,8 +59,10 @@ class Segmenter(Protocol):
                 multimask: bool = True) -> Prediction:
         """Masks for N objects from boxes [N, 4], points [N, P, 2] + labels [N, P] and/or previous low-res logits."""
 
-    def predict_auto(self) -> Prediction:
-        """The self-prompted foreground of the current image (N = 1)."""
+    def predict_auto(self, points: np.ndarray | None = None, point_labels: np.ndarray | None = None,
+                     mask_input: np.ndarray | None = None) -> Prediction:
+        """The self-prompted foreground of the current image (N = 1); with clicks [1, P, 2] + labels [1, P] and the
+        previous low-res logits, that foreground corrected (not the clicked object alone)."""
 
 
 @dataclass(frozen=True)

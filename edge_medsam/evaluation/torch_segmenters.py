@@ -80,7 +80,8 @@ class TeacherSegmenter(_TorchSegmenter):
             multimask=multimask and self.teacher.profile.multimask)
         return best_of(_numpy(low_res), _numpy(iou), geometry)
 
-    def predict_auto(self) -> Prediction:
+    def predict_auto(self, points: np.ndarray | None = None, point_labels: np.ndarray | None = None,
+                     mask_input: np.ndarray | None = None) -> Prediction:
         """Teachers have no self-prompt."""
         raise EdgeMedSAMError(f"{self.name} has no self-prompt", fix="evaluate it with box or point prompts")
 
@@ -88,17 +89,16 @@ class TeacherSegmenter(_TorchSegmenter):
 class StudentSegmenter(_TorchSegmenter):
     """The edge student: prompts on top of its self-prompt, fully automatic segmentation, modality recognition.
 
-    ``self_prompt_weight`` mixes the self-prompt into prompted decoding (1.0, as in training). The student has
-    no single-mask output: it always ranks its K masks by predicted IoU, whatever ``multimask`` says.
+    Prompted objects are decoded with the student's ``prompted_self_prompt_weight``, corrections of the automatic
+    foreground with weight 1. The student has no single-mask output: it always ranks its K masks by predicted IoU,
+    whatever ``multimask`` says.
     """
 
     supports_auto = True
 
-    def __init__(self, student: EdgeStudent, name: str = "edge_student", self_prompt_weight: float = 1.0,
-                 preprocess: PreprocessConfig | None = None):
+    def __init__(self, student: EdgeStudent, name: str = "edge_student", preprocess: PreprocessConfig | None = None):
         self.student = student.eval()
         self.name = name
-        self.self_prompt_weight = float(self_prompt_weight)
         self.preprocess = preprocess or PreprocessConfig(size=student.config.image_size)
         self.low_res_size = self.preprocess.size // 4
         self._encoded = None
@@ -119,11 +119,25 @@ class StudentSegmenter(_TorchSegmenter):
         # Modality slots may outnumber the registry (room for modalities added later).
         self.detected_modality = MODALITIES[used] if used < len(MODALITIES) else None
 
-    @torch.no_grad()
     def predict(self, boxes: np.ndarray | None = None, points: np.ndarray | None = None,
                 point_labels: np.ndarray | None = None, mask_input: np.ndarray | None = None,
                 multimask: bool = True) -> Prediction:
         """Best-of-K masks for N objects (boxes become SAM's two labelled corner points)."""
+        return self._decode(boxes, points, point_labels, mask_input, self.student.config.prompted_self_prompt_weight)
+
+    def predict_auto(self, points: np.ndarray | None = None, point_labels: np.ndarray | None = None,
+                     mask_input: np.ndarray | None = None) -> Prediction:
+        """The self-prompted foreground (no manual prompt), or its correction by clicks and the previous logits."""
+        if points is None and mask_input is None:
+            geometry = self._image_geometry()
+            with torch.no_grad():
+                masks, iou = self.student.decode(*self._encoded)
+            return best_of(_numpy(masks), _numpy(iou), geometry)
+        return self._decode(None, points, point_labels, mask_input, 1.0)
+
+    @torch.no_grad()
+    def _decode(self, boxes: np.ndarray | None, points: np.ndarray | None, point_labels: np.ndarray | None,
+                mask_input: np.ndarray | None, self_prompt_weight: float) -> Prediction:
         geometry = self._image_geometry()
         prompts = check_prompts(boxes, points, point_labels, mask_input)
         if prompts.count == 0:
@@ -139,15 +153,7 @@ class StudentSegmenter(_TorchSegmenter):
             features, self_prompt, image_index=torch.zeros(n, dtype=torch.int64, device=device),
             points=torch.from_numpy(coords).to(device), labels=torch.from_numpy(labels).to(device),
             mask_input=None if prompts.mask_input is None else torch.from_numpy(prompts.mask_input).to(device),
-            self_prompt_weight=self.self_prompt_weight)
-        return best_of(_numpy(masks), _numpy(iou), geometry)
-
-    @torch.no_grad()
-    def predict_auto(self) -> Prediction:
-        """The self-prompted foreground (no manual prompt)."""
-        geometry = self._image_geometry()
-        features, self_prompt = self._encoded
-        masks, iou = self.student.decode(features, self_prompt)
+            self_prompt_weight=self_prompt_weight)
         return best_of(_numpy(masks), _numpy(iou), geometry)
 
 

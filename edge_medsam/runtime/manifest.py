@@ -22,6 +22,9 @@ MANIFEST = "manifest.json"
 PRECISIONS = ("fp32", "fp16", "int8")
 GRAPH_FORMATS = ("onnx", "openvino")
 AUTO_MODALITY = -1
+# The decoder's ``self_prompt_weight`` for prompted objects in students made before the manifest's model config
+# recorded it (they were trained with the self-prompt on every object).
+LEGACY_PROMPTED_WEIGHT = 1.0
 
 # (name, dtype, shape) of every graph input/output; "S" = input size, "g" = S/16, "D" = embedding width,
 # "C" = skip width, "M" = modality slots, "K" = masks per object, "objects"/"points" are dynamic.
@@ -108,6 +111,12 @@ class Manifest:
         have = sorted({f"{v.precision}/{v.format}" for v in self.variants if v.graph == graph})
         raise EdgeMedSAMError(f"bundle {self.name!r} has no {precision} {fmt} {graph}",
                               fix=f"choose one of {', '.join(have) or 'nothing: re-export the bundle'}")
+
+    @property
+    def prompted_self_prompt_weight(self) -> float:
+        """The decoder's ``self_prompt_weight`` for prompted objects (correcting the automatic mask uses 1)."""
+        config = self.model.get("config", {})
+        return float(config.get("prompted_self_prompt_weight", LEGACY_PROMPTED_WEIGHT))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form."""

@@ -112,12 +112,11 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 class Predictor:
     """Encoder and decoder of one bundle on one backend. ``encoder_runs`` / ``decoder_runs`` count graph calls."""
 
-    def __init__(self, bundle: Bundle, backend: Backend, encoder: GraphRunner, decoder: GraphRunner, precision: str,
-                 self_prompt_weight: float = 1.0):
+    def __init__(self, bundle: Bundle, backend: Backend, encoder: GraphRunner, decoder: GraphRunner, precision: str):
         self.bundle = bundle
         self.backend = backend
         self.precision = precision
-        self.self_prompt_weight = float(self_prompt_weight)
+        self.prompted_weight = bundle.manifest.prompted_self_prompt_weight
         self._encoder, self._decoder = encoder, decoder
         self._image: EncodedImage | None = None
         self.threshold = float(bundle.manifest.outputs.get("masks", {}).get("threshold", 0.0))
@@ -127,12 +126,12 @@ class Predictor:
     @classmethod
     def from_bundle(cls, bundle: str | os.PathLike[str] | Bundle, backend: str = "auto", precision: str = "fp32", *,
                     device: str | None = None, threads: int | None = None, hint: str = "latency",
-                    cache_dir: str | os.PathLike[str] | None = None, engine_dir: str | os.PathLike[str] | None = None,
-                    self_prompt_weight: float = 1.0) -> Predictor:
+                    cache_dir: str | os.PathLike[str] | None = None,
+                    engine_dir: str | os.PathLike[str] | None = None) -> Predictor:
         """Open a bundle (folder or .zip), pick the backend ("auto" = best available) and load both graphs.
 
         ``cache_dir`` holds unpacked zips and compiled-model caches; ``engine_dir`` overrides where TensorRT
-        engines are looked for; ``self_prompt_weight`` mixes the self-prompt into prompted decoding (1 = as trained).
+        engines are looked for.
         """
         cache = Path(cache_dir) if cache_dir is not None else None
         opened = bundle if isinstance(bundle, Bundle) else open_bundle(bundle, cache, engine_dir)
@@ -140,7 +139,7 @@ class Predictor:
         options = BackendOptions(device=device, threads=threads, hint=hint, cache_dir=cache)
         encoder = chosen.load(opened, "encoder", precision, options)
         decoder = chosen.load(opened, "decoder", precision, options)
-        return cls(opened, chosen, encoder, decoder, precision, self_prompt_weight)
+        return cls(opened, chosen, encoder, decoder, precision)
 
     @property
     def name(self) -> str:
@@ -213,9 +212,12 @@ class Predictor:
         return self._image
 
     # --- decoding -------------------------------------------------------------------------------------------
-    def decode(self, encoded: EncodedImage, prompts: PackedPrompts | None,
-               latency: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
-        """Low-res mask logits [N, K, h, w] and IoU [N, K]; ``prompts`` None = the self-prompt alone (N = 1)."""
+    def decode(self, encoded: EncodedImage, prompts: PackedPrompts | None, latency: dict[str, float],
+               auto: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Low-res mask logits [N, K, h, w] and IoU [N, K]; ``prompts`` None = the self-prompt alone (N = 1).
+
+        ``auto``: the prompts correct the automatic foreground (self-prompt weight 1) instead of segmenting the
+        object they point at (the bundle's prompted weight)."""
         side = self.bundle.low_res_size
         if prompts is None:
             coords, labels, mask = np.zeros((1, 1, 2), np.float32), np.full((1, 1), -1.0, np.float32), None
@@ -227,7 +229,8 @@ class Predictor:
                  "point_labels": labels.astype(np.float32),
                  "mask_input": mask if mask is not None else np.zeros((n, 1, side, side), np.float32),
                  "has_mask_input": np.full(n, 0.0 if mask is None else 1.0, np.float32),
-                 "self_prompt_weight": np.full(n, self.self_prompt_weight, np.float32)}
+                 "self_prompt_weight": np.full(n, 1.0 if auto or prompts is None else self.prompted_weight,
+                                               np.float32)}
         with timed(latency, "decoder"):
             outputs = self._decoder(feeds)
         self.decoder_runs += 1
@@ -247,19 +250,24 @@ class Predictor:
         """Masks for the current image from points/labels, boxes and/or a previous mask, or self-prompted.
 
         Points (x, y) and boxes [x0, y0, x1, y1] are original-image pixels; several boxes are several objects
-        decoded in one call. No prompt (or ``auto=True``) segments the self-prompted foreground.
+        decoded in one call. No prompt (or ``auto=True``) segments the self-prompted foreground; ``auto=True`` with
+        clicks (and the previous result's ``low_res_logits`` as ``mask``) corrects that foreground instead of
+        segmenting the clicked object.
         """
         encoded = self.image
         latency = dict(encoded.latency_ms)
         height, width = encoded.shape
         prompts = pack_user_prompts(height, width, self.bundle.low_res_size, points=points, labels=labels,
                                     boxes=boxes, mask=mask)
-        if auto and prompts is not None:
-            raise InputError("auto=True segments without prompts, but prompts were given",
-                             fix="drop auto=True to use the prompts (the self-prompt is mixed in anyway)")
+        if auto and boxes is not None and len(np.asarray(boxes)):
+            raise InputError("auto=True corrects the self-prompted foreground with clicks, but boxes were given",
+                             fix="drop auto=True to segment the boxed objects, or give clicks only")
+        if auto and prompts is not None and prompts.count > 1:
+            raise InputError(f"auto=True corrects the one self-prompted foreground, but the prompts are for "
+                             f"{prompts.count} objects", fix="give the clicks as one set of (x, y) points")
         if auto is False and prompts is None:
             raise InputError("no prompt given and auto=False", fix="give points, boxes or a mask, or use auto=True")
-        low_res, iou = self.decode(encoded, prompts, latency)
+        low_res, iou = self.decode(encoded, prompts, latency, auto=bool(auto))
         with timed(latency, "postprocess"):
             if not multimask:
                 best = iou.argmax(axis=1)

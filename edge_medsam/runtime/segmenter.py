@@ -45,6 +45,19 @@ class RuntimeSegmenter:
                 point_labels: np.ndarray | None = None, mask_input: np.ndarray | None = None,
                 multimask: bool = True) -> Prediction:
         """Best-of-K masks for N objects from boxes [N, 4], points [N, P, 2] + labels [N, P], low-res logits."""
+        return self._decode(boxes, points, point_labels, mask_input, auto=False)
+
+    def predict_auto(self, points: np.ndarray | None = None, point_labels: np.ndarray | None = None,
+                     mask_input: np.ndarray | None = None) -> Prediction:
+        """The self-prompted foreground (N = 1), or its correction by clicks [1, P, 2] and the previous logits."""
+        if points is None and mask_input is None:
+            encoded = self._current()
+            low_res, iou = self.predictor.decode(encoded, None, {})
+            return best_of(low_res, iou, encoded.geometry)
+        return self._decode(None, points, point_labels, mask_input, auto=True)
+
+    def _decode(self, boxes: np.ndarray | None, points: np.ndarray | None, point_labels: np.ndarray | None,
+                mask_input: np.ndarray | None, auto: bool) -> Prediction:
         encoded = self._current()
         checked = check_prompts(boxes, points, point_labels, mask_input)
         if checked.count == 0:
@@ -52,11 +65,5 @@ class RuntimeSegmenter:
         height, width = encoded.shape
         packed = pack_user_prompts(height, width, self.predictor.bundle.low_res_size, points=checked.points,
                                    labels=checked.point_labels, boxes=checked.boxes, mask=checked.mask_input)
-        low_res, iou = self.predictor.decode(encoded, packed, {})
-        return best_of(low_res, iou, encoded.geometry)
-
-    def predict_auto(self) -> Prediction:
-        """The self-prompted foreground (N = 1)."""
-        encoded = self._current()
-        low_res, iou = self.predictor.decode(encoded, None, {})
+        low_res, iou = self.predictor.decode(encoded, packed, {}, auto=auto)
         return best_of(low_res, iou, encoded.geometry)

@@ -152,7 +152,7 @@ class StudentDistillTask:
             previous = spoil_masks(best_mask(masks, iou)[0][:, 0].detach(), labels, ctx.rng, cfg.wrong_auto_prob)
             refined = self._refine(student, features, self_prompt, images_index, no_points,
                                    torch.zeros(images.shape[0], 0, dtype=torch.int64, device=images.device),
-                                   previous, foreground, ctx.rng)
+                                   previous, foreground, ctx.rng, self_prompt_weight=1.0)
             out["auto_refine_dice_loss"] = refined["dice_loss"]
             losses.append(cfg.refine_weight * refined["loss"])
         # Prompted objects (boxes / points), then one refinement click from the error region with the mask.
@@ -171,7 +171,7 @@ class StudentDistillTask:
             losses.append(cfg.kd_mask_weight * out["kd_mask"])
         if cfg.refine_weight > 0:
             refined = self._refine(student, features, self_prompt, image_index, coords, point_labels,
-                                   best_mask(masks, iou)[0][:, 0].detach(), targets, ctx.rng)
+                                   best_mask(masks, iou)[0][:, 0].detach(), targets, ctx.rng, self_prompt_weight=None)
             out["refine_dice_loss"] = refined["dice_loss"]
             losses.append(cfg.refine_weight * refined["loss"])
         return losses
@@ -182,9 +182,11 @@ class StudentDistillTask:
 
     def _refine(self, student: EdgeStudent, features: Any, self_prompt: Any, image_index: torch.Tensor,
                 coords: torch.Tensor, point_labels: torch.Tensor, previous: torch.Tensor, targets: torch.Tensor,
-                rng: np.random.Generator) -> dict[str, torch.Tensor]:
+                rng: np.random.Generator, self_prompt_weight: float | None) -> dict[str, torch.Tensor]:
         """Interactive correction as a user does it: each round adds a click from the current error region to the
         earlier ones, with the previous round's logits (detached) as the mask prompt; losses averaged over rounds.
+        ``self_prompt_weight``: 1 when correcting the automatic foreground, None for a prompted object (the
+        student's ``prompted_self_prompt_weight``), so the decoder learns which of the two tasks a click asks for.
 
         Clicks land on full-resolution error pixels, thin boundary errors included: a student trained on clicks
         drawn on its coarser mask grid never saw such clicks and, clicked there, ruined good masks (quickstart:
@@ -204,7 +206,7 @@ class StudentDistillTask:
                 features, self_prompt, image_index=image_index,
                 points=torch.cat([coords, torch.from_numpy(extra_c).to(coords.device)], 1),
                 labels=torch.cat([point_labels, torch.from_numpy(extra_l).to(coords.device)], 1),
-                mask_input=previous[:, None])
+                mask_input=previous[:, None], self_prompt_weight=self_prompt_weight)
             rounds.append(mask_losses(masks, targets, iou))
             previous = best_mask(masks, iou)[0][:, 0].detach()
         return {key: torch.stack([r[key] for r in rounds]).mean() for key in ("loss", "dice_loss")}

@@ -35,13 +35,15 @@ ENCODE_STAGES = ("read", "normalise", "preprocess", "encoder")
 
 @dataclass(frozen=True)
 class Annotation:
-    """One object on one view: its prompts, the mask they gave, the low-res logits for the next click, the IoU."""
+    """One object on one view: its prompts, the mask they gave, the low-res logits for the next click, the IoU,
+    and whether it is the self-prompted foreground (its clicks correct that) or an object of its own prompts."""
 
     points: tuple[Point, ...]
     box: Box | None
     mask: np.ndarray
     logits: np.ndarray
     score: float
+    auto: bool
 
     @property
     def prompted(self) -> bool:
@@ -155,11 +157,13 @@ class DemoSession:
         return self.objects[self.active].annotations.get(self.view)
 
     def add_point(self, x: float, y: float, positive: bool) -> None:
-        """Refine the active object with a foreground (or background) click at pixel (x, y) of the shown view."""
+        """Refine the active object with a foreground (or background) click at pixel (x, y) of the shown view; on a
+        self-prompted mask the click corrects that foreground."""
         previous = self.current
         points = (*(previous.points if previous else ()), (float(x), float(y), 1 if positive else 0))
         box = previous.box if previous else None
-        self._change("click", lambda stages: self._predict(points, box, previous, stages))
+        auto = previous is not None and previous.auto
+        self._change("click", lambda stages: self._predict(points, box, previous, stages, auto))
 
     def set_box(self, box: Box | None) -> None:
         """Give the active object a box on the shown view (None removes it; the points stay)."""
@@ -171,11 +175,11 @@ class DemoSession:
         if box is None and not points:
             self._change("box", lambda stages: None)
             return
-        self._change("box", lambda stages: self._predict(points, box, None, stages))
+        self._change("box", lambda stages: self._predict(points, box, None, stages, False))
 
     def auto(self) -> None:
         """Give the active object the self-prompted mask on the shown view (its prompts there are dropped)."""
-        self._change("auto", lambda stages: self._predict((), None, None, stages))
+        self._change("auto", lambda stages: self._predict((), None, None, stages, True))
 
     def clear_object(self) -> None:
         """Remove the active object's annotation on the shown view."""
@@ -298,17 +302,18 @@ class DemoSession:
         return encoded
 
     def _predict(self, points: tuple[Point, ...], box: Box | None, previous: Annotation | None,
-                 stages: dict[str, float]) -> Annotation:
+                 stages: dict[str, float], auto: bool) -> Annotation:
         encoded = self._encode(stages)
         predictor = self.engine.predictor
         predictor.set_encoded(encoded)
         coords = np.array([p[:2] for p in points], np.float32) if points else None
         point_labels = np.array([p[2] for p in points], np.float32) if points else None
         mask = previous.logits if previous is not None else None
-        result = predictor.predict(points=coords, labels=point_labels, boxes=None if box is None else [box], mask=mask)
+        result = predictor.predict(points=coords, labels=point_labels, boxes=None if box is None else [box], mask=mask,
+                                   auto=auto or None)
         for stage in ("decoder", "postprocess"):
             stages[stage] = stages.get(stage, 0.0) + result.latency_ms.get(stage, 0.0)
-        return Annotation(points, box, result.masks[0], result.low_res_logits[0], float(result.scores[0]))
+        return Annotation(points, box, result.masks[0], result.low_res_logits[0], float(result.scores[0]), auto)
 
     def _predict_all(self, stages: dict[str, float]) -> None:
         """Predict every annotation again from its prompts (after the model's input changed)."""
@@ -317,10 +322,10 @@ class DemoSession:
             for key, annotation in obj.annotations.items():
                 self.plane, self.index = key
                 self.objects[i] = self.objects[i].with_annotation(
-                    key, self._predict(annotation.points, annotation.box, None, stages))
+                    key, self._predict(annotation.points, annotation.box, None, stages, annotation.auto))
         self.plane, self.index = shown
         self._encode(stages)
 
     def _auto_current(self, stages: dict[str, float]) -> None:
         self.objects[self.active] = self.objects[self.active].with_annotation(
-            self.view, self._predict((), None, None, stages))
+            self.view, self._predict((), None, None, stages, True))

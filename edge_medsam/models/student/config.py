@@ -7,6 +7,7 @@ from typing import Any
 
 from edge_medsam.errors import EdgeMedSAMError
 from edge_medsam.modalities import MODALITIES
+from edge_medsam.runtime.manifest import LEGACY_PROMPTED_WEIGHT
 
 
 @dataclass(frozen=True)
@@ -14,6 +15,9 @@ class StudentConfig:
     """Architecture of the edge student; stored in checkpoints and bundle manifests.
 
     ``modality_slots`` may exceed the registry so new modalities can be added later without a new trunk.
+    ``prompted_self_prompt_weight``: the self-prompt's weight when decoding user-prompted objects (boxes, points).
+    One decoder does two tasks that look alike to it: "segment the object at this click" and "correct the whole
+    automatic foreground with this click"; the weight tells them apart (correcting the automatic mask uses 1).
     """
 
     trunk: str = "efficientvit_b0"
@@ -26,6 +30,7 @@ class StudentConfig:
     adapter_rank: int = 8
     modality_slots: int = len(MODALITIES)
     skip_dim: int = 32
+    prompted_self_prompt_weight: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form."""
@@ -33,12 +38,13 @@ class StudentConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StudentConfig:
-        """Build from a mapping, rejecting unknown keys."""
+        """Build from a stored config (checkpoint, manifest), rejecting unknown keys. One stored before
+        ``prompted_self_prompt_weight`` existed was trained with the self-prompt on prompted objects (weight 1)."""
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
             raise EdgeMedSAMError(f"unknown student settings {sorted(unknown)}", fix=f"use only {sorted(known)}")
-        return cls(**data)
+        return cls(**{"prompted_self_prompt_weight": LEGACY_PROMPTED_WEIGHT, **data})
 
 
 PRESETS: dict[str, StudentConfig] = {

@@ -35,13 +35,18 @@ class EdgeStudent(nn.Module):
     def decode(self, features: EncoderOutput, self_prompt: SelfPrompt, *, image_index: torch.Tensor | None = None,
                points: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                mask_input: torch.Tensor | None = None, has_mask: torch.Tensor | None = None,
-               self_prompt_weight: torch.Tensor | float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+               self_prompt_weight: torch.Tensor | float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Masks [N, K, 4g, 4g] and IoU [N, K] for N objects; ``image_index`` [N] says whose image each is
-        (default: one object per image). Points are model-frame pixels with SAM labels; boxes come as corners."""
+        (default: one object per image). Points are model-frame pixels with SAM labels; boxes come as corners.
+
+        ``self_prompt_weight`` (scalar or [N]): 1 segments (or, with points, corrects) the automatic foreground;
+        None = 1 without points, the config's ``prompted_self_prompt_weight`` (a prompted object) with them."""
         if image_index is None:
             image_index = torch.arange(features.embedding.shape[0], device=features.embedding.device)
         n = image_index.shape[0]
         device, dtype = features.embedding.device, features.embedding.dtype
+        if self_prompt_weight is None:
+            self_prompt_weight = 1.0 if points is None else self.config.prompted_self_prompt_weight
         if points is None:
             points = torch.zeros(n, 1, 2, device=device, dtype=dtype)
             labels = torch.full((n, 1), PAD, device=device, dtype=torch.int64)
