@@ -29,13 +29,19 @@ def test_demo_bundle_is_shipped_small_and_verified():
 @pytest.mark.slow
 def test_demo_bundle_segments_fresh_corpus_images(tmp_path):
     # Another seed than the quickstart's corpus: images the shipped model has never seen.
-    root = write_corpus(tmp_path / "fresh", per_modality=2, size=256, seed=4242, volumes=0).parent
+    root = write_corpus(tmp_path / "fresh", per_modality=4, size=256, seed=4242, volumes=0).parent
     samples = list(open_dataset(root).samples)
     report = evaluate(RuntimeSegmenter(Predictor.from_bundle(DEMO_BUNDLE, backend="onnxruntime")), samples,
-                      prompts=("box", "auto"), max_objects=4)
+                      prompts=("box", "auto", "refine"), max_objects=4, progress=False)
     overall = report.overall()
-    assert overall["auto"]["dice"] >= 0.75  # measured 0.882 when shipped (session 4)
-    assert overall["box"]["dice"] >= 0.35  # measured 0.495
+    assert overall["auto"]["dice"] >= 0.75  # measured 0.852 when shipped (session 5)
+    assert overall["box"]["dice"] >= 0.35  # measured 0.533
     recognition = report.recognition_summary()
     assert recognition["accuracy"] >= 0.85  # measured 1.0
-    assert np.isfinite([overall[m]["nsd"] for m in ("box", "auto")]).all()
+    assert np.isfinite([overall[m]["nsd"] for m in ("box", "auto", "refine")]).all()
+    # Clicks correcting a wrong self-prompted mask (Dice < 0.9) help: measured 0.694 -> 0.718 on 18 images, 13
+    # of them improved (all four fundus images got worse: a known limitation, see the model card).
+    correction = report.correction_summary()
+    assert correction["images"] >= 10
+    assert correction["refined_dice"] >= correction["auto_dice"] + 0.01
+    assert correction["improved"] >= 0.6 * correction["images"]
