@@ -66,4 +66,4 @@ def run_jobs(jobs: Sequence[EvalJob], workers: int = 1, log: Callable[[str], Non
                              mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(run_job, job, False): job for job in jobs}
         for future in as_completed(futures):
-            log(f"evaluated {futures[future].out.name} in {future.result():.0f} s")
+            log(f"evaluated {futures[future].out.name} in {future.result():.0f} s (in a worker process)")
