@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,9 +71,7 @@ def paired_noise(first: dict[tuple[str, ...], float], second: dict[tuple[str, ..
     diffs = [second[k] - first[k] for k in first if k in second and math.isfinite(first[k] + second[k])]
     if len(diffs) < 2:
         return None
-    mean = sum(diffs) / len(diffs)
-    variance = sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)
-    return 2 * math.sqrt(variance / len(diffs))
+    return 2 * statistics.stdev(diffs) / math.sqrt(len(diffs))
 
 
 def _report_paths(run_dir: str | Path) -> dict[str, Path]:
