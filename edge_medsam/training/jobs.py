@@ -60,7 +60,12 @@ def train_teacher(section: TeacherSection, samples: list[Sample], out_dir: str |
     """Train (or fine-tune) a teacher of the section's family; returns ``teacher.pt``.
 
     SAM-family teachers train with SAM-Med2D's interactive loop here; other families with their own job.
+    A ``pretrained`` teacher is not trained: its verified weights file is returned as it is.
     """
+    if section.pretrained:
+        from edge_medsam.models.reference.litemedsam_weights import load_pretrained
+
+        return Path(load_pretrained(section.pretrained).weights["path"])  # verified, loads strictly
     if section.family != "sam":
         if section.family not in TEACHER_FAMILIES:
             raise EdgeMedSAMError(f"unknown teacher family {section.family!r}",
@@ -112,8 +117,12 @@ def distill_student(section: StudentSection, stages: list[DistillStageSection], 
         student = EdgeStudent(config)
         model = DistillationModel(student, _teacher_dim(teacher) if teacher is not None else None)
     data_config = PreprocessConfig(size=config.image_size)
-    view = TeacherView(teacher, data_config) if teacher is not None else None
+    # A teacher with published weights is costly per image: its embeddings go to the content-keyed disk cache.
+    published = teacher is not None and getattr(teacher, "weights", None) is not None
+    view = TeacherView(teacher, data_config, disk_cache=published) if teacher is not None else None
     dataset = SegmentationDataset(samples, data_config)
+    if published and any(stage.stage != "decoder" or stage.losses.get("kd_mask_weight", 1.0) > 0 for stage in stages):
+        view.warm(dataset)
     for i, stage in enumerate(stages):
         stage_dir = out_dir / f"stage{i}_{stage.stage}"
         done = stage_dir / "done.json"

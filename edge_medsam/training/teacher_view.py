@@ -3,15 +3,18 @@ teacher, prompts scaled into the teacher's frame, and teacher embeddings cached 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from edge_medsam.data.torch_preprocess import resize_image_torch
 from edge_medsam.models.teachers.base import TeacherFeatures, TeacherProfile, best_mask
 from edge_medsam.preprocess import PreprocessConfig
+from edge_medsam.training.teacher_cache import EmbeddingCache
 
 
 def reframe(images: torch.Tensor, source: PreprocessConfig, profile: TeacherProfile) -> torch.Tensor:
@@ -34,19 +37,24 @@ class TeacherView:
 
     Both frames are square and padded the same way (bottom/right), so the teacher's frame is the student's
     scaled by ``teacher_size / student_size``; teacher embeddings of dataset samples are cached in memory
-    (the dataset is deterministic per index).
+    (the dataset is deterministic per index) and, with ``disk_cache`` (a folder, or True for the user cache),
+    on disk by content for the teachers whose decoder reads the embedding alone.
     """
 
     def __init__(self, default: nn.Module | None, student: PreprocessConfig,
-                 per_modality: Mapping[int, nn.Module] | None = None, cache: bool = True):
+                 per_modality: Mapping[int, nn.Module] | None = None, cache: bool = True,
+                 disk_cache: str | bool | None = None):
         self.default = default
         self.per_modality = dict(per_modality or {})
         self.student = student
         self._cache: dict[tuple[int, int], TeacherFeatures] | None = {} if cache else None
+        self._disk: dict[int, EmbeddingCache] = {}
         for teacher in self.teachers():
             teacher.eval()
             for p in teacher.parameters():
                 p.requires_grad_(False)
+            if disk_cache and not teacher.decodes_multiscale:
+                self._disk[id(teacher)] = EmbeddingCache(teacher, None if disk_cache is True else disk_cache)
 
     def teachers(self) -> list[nn.Module]:
         """Every distinct teacher."""
@@ -73,8 +81,13 @@ class TeacherView:
         return reframe(images, self.student, teacher.profile)
 
     @torch.no_grad()
-    def _features(self, teacher: nn.Module, images: torch.Tensor):
-        return teacher.encode(self._frame(teacher, images))
+    def warm(self, dataset: Sequence[dict[str, Any]], description: str = "teacher embeddings") -> None:
+        """Compute (or read from disk) the embedding of every dataset item up front, with a progress bar, so
+        training steps do not pay for the teacher."""
+        for index in tqdm(range(len(dataset)), desc=description, unit="image", mininterval=5):
+            item = dataset[index]
+            batch = {"index": torch.tensor([item["index"]])}
+            self._sample_features(batch, item["image"][None], torch.tensor([item["modality"]]), 0)
 
     def _sample_features(self, batch: dict[str, torch.Tensor], images: torch.Tensor, modality: torch.Tensor,
                          b: int) -> tuple[nn.Module, TeacherFeatures]:
@@ -84,10 +97,19 @@ class TeacherView:
         key = (int(batch["index"][b]), id(teacher))
         if self._cache is not None and key in self._cache:
             return teacher, _moved(self._cache[key], images.device, torch.float32)
-        features = self._features(teacher, images[b : b + 1])
-        # Most decoders read the embedding alone; their multiscale maps are large, so they are not kept.
-        if not teacher.decodes_multiscale:
-            features = TeacherFeatures(features.embedding, [])
+        disk = self._disk.get(id(teacher))
+        frame = self._frame(teacher, images[b : b + 1])
+        stored = disk.get(frame) if disk is not None else None
+        if stored is not None:
+            features = TeacherFeatures(stored.to(images.device), [])
+        else:
+            with torch.no_grad():
+                features = teacher.encode(frame)
+            # Most decoders read the embedding alone; their multiscale maps are large, so they are not kept.
+            if not teacher.decodes_multiscale:
+                features = TeacherFeatures(features.embedding, [])
+            if disk is not None:
+                disk.put(frame, features.embedding)
         if self._cache is not None:
             self._cache[key] = _moved(features, "cpu", torch.float16)
         return teacher, _moved(features, images.device, torch.float32)

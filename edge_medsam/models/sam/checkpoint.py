@@ -24,6 +24,8 @@ from edge_medsam.models.sam.adapter import is_adapter_key
 from edge_medsam.models.sam.arch import ARCHS, SamArch, arch_for_width
 
 PATCH_EMBED_KEY = "image_encoder.patch_embed.proj.weight"
+# TinyViT encoders of the SAM family (LiteMedSAM, MobileSAM releases) start with this convolution instead.
+TINYVIT_STEM_KEY = "image_encoder.patch_embed.seq.0.c.weight"
 POS_EMBED_KEY = "image_encoder.pos_embed"
 CONTAINER_KEYS = ("model", "state_dict")
 DDP_PREFIX = "module."
@@ -78,7 +80,8 @@ def _holds_tensors(mapping: Mapping[str, Any]) -> bool:
 
 
 def extract_state_dict(content: Any, path: str | os.PathLike[str] | None = None) -> dict[str, torch.Tensor]:
-    """The SAM-layout state dict inside a loaded checkpoint: unwraps ``model``/``state_dict``, strips ``module.``."""
+    """The SAM-layout state dict inside a loaded checkpoint (a ViT or TinyViT image encoder): unwraps
+    ``model``/``state_dict``, strips ``module.``."""
     state = content
     while isinstance(state, Mapping) and not _holds_tensors(state):
         if "encoder_dict" in state:
@@ -92,10 +95,10 @@ def extract_state_dict(content: Any, path: str | os.PathLike[str] | None = None)
         raise InputError(f"the checkpoint holds a {type(state).__name__}, not a state dict", path=path,
                          fix="give a SAM, MedSAM or SAM-Med2D checkpoint")
     tensors = {key.removeprefix(DDP_PREFIX): value for key, value in state.items() if isinstance(value, torch.Tensor)}
-    if PATCH_EMBED_KEY not in tensors:
+    if PATCH_EMBED_KEY not in tensors and TINYVIT_STEM_KEY not in tensors:
         sample = ", ".join(list(tensors)[:3]) or ", ".join(map(str, list(state)[:5])) or "nothing"
         raise InputError(f"no SAM image encoder in the checkpoint (no {PATCH_EMBED_KEY}; it holds {sample} ...)",
-                         path=path, fix="give an official SAM ViT-B/L/H, MedSAM or SAM-Med2D checkpoint")
+                         path=path, fix="give an official SAM ViT-B/L/H, MedSAM, SAM-Med2D or LiteMedSAM checkpoint")
     return tensors
 
 

@@ -1,4 +1,4 @@
-"""``load_teacher``: open an official SAM, MedSAM or SAM-Med2D checkpoint as a ready teacher, strictly."""
+"""``load_teacher``: open an official SAM, MedSAM, SAM-Med2D or LiteMedSAM checkpoint as a ready teacher, strictly."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from edge_medsam.errors import InputError
 from edge_medsam.models.sam.adapter import is_adapter_key
 from edge_medsam.models.sam.arch import get_arch
 from edge_medsam.models.sam.checkpoint import describe_state_dict, read_state_dict, resize_geometry
-from edge_medsam.models.teachers.base import TeacherProfile
+from edge_medsam.models.teachers.base import Teacher, TeacherProfile
 from edge_medsam.models.teachers.profiles import MEDSAM, SAM, SAM_MED2D, get_profile
 from edge_medsam.models.teachers.sam import SamTeacher
 
@@ -35,8 +35,9 @@ def load_teacher(
     image_size: int | None = None,
     adapter: str | None = None,
     map_location: str | torch.device = "cpu",
-) -> SamTeacher:
-    """Open a SAM / MedSAM / SAM-Med2D checkpoint as a SamTeacher with strict key and shape matching.
+) -> Teacher:
+    """Open a SAM / MedSAM / SAM-Med2D checkpoint as a SamTeacher with strict key and shape matching, or
+    LiteMedSAM's release (recognised by its TinyViT keys and 1x1 patch embedding) as the ``litemedsam`` reference.
 
     What the file holds decides the model: containers (``model``, ``state_dict``, ``module.``) are unwrapped,
     the patch-embedding width gives ViT-B/L/H (``arch``, if given, must agree), the ``pos_embed`` grid the
@@ -51,6 +52,13 @@ def load_teacher(
     """
     path = Path(path)
     state = read_state_dict(path, map_location)
+    from edge_medsam.models.reference.litemedsam_weights import is_litemedsam_state, load_litemedsam
+
+    if is_litemedsam_state(state):
+        if any(option is not None for option in (arch, profile, image_size, adapter)):
+            raise InputError("LiteMedSAM's checkpoint takes no arch, profile, image_size or adapter", path=path,
+                             fix="leave those options out")
+        return load_litemedsam(path, state)
     info = describe_state_dict(state, path)
     if arch is not None and get_arch(arch) != info.arch:
         raise InputError(f"the checkpoint holds a {info.arch.name} encoder, not {arch}", path=path,
