@@ -1,4 +1,4 @@
-"""`edge-medsam data ...`: make the synthetic corpus, inspect files, describe a dataset folder."""
+"""`edge-medsam data ...`: make the synthetic corpus, assemble real scans, inspect files, describe a dataset folder."""
 
 from __future__ import annotations
 
@@ -25,6 +25,17 @@ def register(commands: argparse._SubParsersAction) -> None:
     synth.add_argument("--volumes", type=int, default=2, help="CT NIfTI volumes to write (default 2)")
     synth.set_defaults(handler=run_synth)
 
+    real = sub.add_parser("real", help="assemble real scans from installed packages (pyradiomics sdist, pydicom, "
+                                        "pydicom-data, scikit-image) into a dataset folder")
+    real.add_argument("--out", type=Path, required=True, help="output folder")
+    real.add_argument("--pyradiomics", type=Path, default=None,
+                      help="the pyradiomics-3.0.1.tar.gz sdist (default: the material cache, $EDGE_MEDSAM_MATERIAL "
+                           "or ~/.cache/edge-medsam/material; fetch it with scripts/fetch_real_material.sh)")
+    real.add_argument("--only", choices=("labelled", "unlabelled"), default=None,
+                      help="only the labelled volumes (pyradiomics) or only the unlabelled images (default: both)")
+    real.add_argument("--frames", type=int, default=3, help="slices taken from each multi-frame DICOM (default 3)")
+    real.set_defaults(handler=run_real)
+
     inspect = sub.add_parser("inspect", help="read files/series and print what a model would see, one line each")
     inspect.add_argument("paths", nargs="+", type=Path, help="images, DICOM files or series folders, NIfTI, npz")
     inspect.add_argument("--json", action="store_true", help="print one JSON object per input")
@@ -34,6 +45,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     layout.add_argument("root", type=Path)
     layout.add_argument("--layout", default="auto", help="auto (default), folder_pairs, samed2d, nnunet, medsam_npz")
     layout.add_argument("--modality", default=None, help="modality for layouts that do not say it")
+    layout.add_argument("--volumes", action="store_true",
+                        help="include a manifest's volumes, one sample per slice (e.g. the labelled real material)")
     layout.add_argument("--verify", action="store_true", help="read every sample and report the unreadable ones")
     layout.set_defaults(handler=run_layout)
 
@@ -51,6 +64,39 @@ def run_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_real(args: argparse.Namespace) -> int:
+    """Assemble the real material; print what it holds, per case the slices the dataset reader yields."""
+    import json
+    from collections import Counter
+
+    from edge_medsam.data.layouts import open_dataset
+    from edge_medsam.data.real import write_real
+
+    manifest_path = write_real(args.out, args.pyradiomics, only=args.only, frames=args.frames)
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    print(f"real material: {manifest_path}")
+    if manifest["volumes"]:
+        every = Counter(s.case for s in open_dataset(args.out, include_volumes=True))
+        lesion = Counter(s.case for s in open_dataset(args.out, include_volumes=True, foreground_only=True))
+        print(f"  labelled volumes (real masks): {len(manifest['volumes'])}, open with include_volumes=True")
+        for entry in manifest["volumes"]:
+            obj = entry["objects"][0]
+            print(f"    {entry['case']:<8} {entry['modality']:<3} {'x'.join(map(str, entry['shape'])):<11} "
+                  f"{every[entry['case']]:>3} slices, {lesion[entry['case']]:>2} with {obj['name']} "
+                  f"({obj['voxels']} voxels)")
+    if manifest["unlabelled"]:
+        counts = Counter(e["modality"] for e in manifest["unlabelled"])
+        print(f"  unlabelled images: {len(manifest['unlabelled'])} ("
+              + ", ".join(f"{name} {count}" for name, count in sorted(counts.items())) + ")")
+    for source in manifest["sources"]:
+        print(f"  source {source['package']} {source['version']} ({source['licence']}): {source['gave']}")
+    if manifest["skipped"]:
+        print(f"  skipped {len(manifest['skipped'])} files:")
+        for item in manifest["skipped"]:
+            print(f"    {item['package']} {item['file']}: {item['reason']}")
+    return 0
+
+
 def _read_any(path: Path):
     """An Image2D, or a Volume for folders, zips and 3D files."""
     from edge_medsam.errors import InputError
@@ -61,7 +107,7 @@ def _read_any(path: Path):
     try:
         return read_image(path)
     except InputError as err:
-        if path.name.lower().endswith((".nii", ".nii.gz", ".dcm", ".npz")):
+        if path.name.lower().endswith((".nii", ".nii.gz", ".nrrd", ".nhdr", ".dcm", ".npz")):
             try:
                 return read_volume(path)
             except InputError:
@@ -116,7 +162,7 @@ def run_layout(args: argparse.Namespace) -> int:
     """Detect the layout, print counts per modality and what was skipped."""
     from edge_medsam.data.layouts import open_dataset
 
-    dataset = open_dataset(args.root, args.layout, args.modality)
+    dataset = open_dataset(args.root, args.layout, args.modality, include_volumes=args.volumes)
     if args.verify:
         dataset = dataset.verified(progress=True)
     print(dataset.summary())

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 LAYOUTS = ("folder_pairs", "samed2d", "nnunet", "medsam_npz")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".nii.gz", ".nii", ".npz")
-VOLUME_SUFFIXES = (".nii.gz", ".nii")
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr")
 MASK_NAME_ENDINGS = ("_mask", "_masks", "_seg", "_label", "_labels", "_gt", "-mask", "-seg", "-label")
 SAMED2D_JSONS = ("SAMed2D_v1.json", "image2label_train.json", "label2image_test.json")
 SAMED2D_CLASS_MAP = "SAMed2D_v1_class_mapping_id.json"
@@ -234,6 +234,11 @@ def _nibabel():
 
 
 def _nifti_header(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
+    """Shape and affine of a NIfTI (or NRRD) volume from its header."""
+    if path.name.lower().endswith((".nrrd", ".nhdr")):
+        from edge_medsam.io.files import optional_module
+
+        return optional_module("nrrd").nrrd_header_geometry(path)
     try:
         image = _nibabel().load(str(path))
         return tuple(int(v) for v in image.shape), np.asarray(image.affine, float)
@@ -241,6 +246,14 @@ def _nifti_header(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
         raise
     except Exception as err:  # nibabel raises many types for damaged files
         raise InputError(f"cannot read NIfTI header: {err}", path=path, fix="re-export the volume") from err
+
+
+def _label_data(path: Path) -> np.ndarray:
+    if path.name.lower().endswith((".nrrd", ".nhdr")):
+        from edge_medsam.io.files import optional_module
+
+        return optional_module("nrrd").read_nrrd(path).voxels
+    return np.asanyarray(_nibabel().load(str(path)).dataobj)
 
 
 def _foreground_indices(labels: np.ndarray, axis: int) -> list[int]:
@@ -263,7 +276,7 @@ def _volume_samples(
                              path=labels, fix="pair each volume with the label volume of its own grid")
     slicing = through_plane_axis(affine, shape) if axis is None else axis
     if foreground_only and labels is not None:
-        data = np.asanyarray(_nibabel().load(str(labels)).dataobj)
+        data = _label_data(labels)
         indices = _foreground_indices(data.reshape(data.shape[:3]), slicing)
     else:
         indices = list(range(shape[slicing]))
@@ -601,7 +614,7 @@ def _nnunet(
         raise InputError(f"channel {channel} is named {channel_name or 'nothing'!r}, not a modality", path=spec_path,
                          fix=f"pass the modality (one of {', '.join(modality_names())})")
     ending = str(spec.get("file_ending", ".nii.gz")).lower()
-    if ending not in IMAGE_SUFFIXES or ending == ".npz":
+    if ending not in IMAGE_SUFFIXES + VOLUME_SUFFIXES or ending == ".npz":
         raise InputError(f"file_ending {ending!r} is not supported", path=spec_path,
                          fix=f"convert the images to NIfTI or one of {' '.join(IMAGE_SUFFIXES[:-1])}")
     if not (root / "imagesTr").is_dir():

@@ -1,7 +1,7 @@
-"""Readers and writers for what hospitals and datasets contain: pictures, DICOM, NIfTI, MedSAM .npz, masks.
+"""Readers and writers for what hospitals and datasets contain: pictures, DICOM, NIfTI, NRRD, MedSAM .npz, masks.
 
-DICOM, NIfTI and DICOM-SEG functions load pydicom, nibabel and highdicom (the ``runtime`` extra) on first use,
-so that pictures and .npz work on the base install and importing this package stays fast.
+DICOM, NIfTI, NRRD and DICOM-SEG functions load pydicom, nibabel, pynrrd and highdicom (the ``runtime`` extra) on
+first use, so that pictures and .npz work on the base install and importing this package stays fast.
 
 Every problem a file can have raises InputError naming the file and the fix. Sizes are checked from headers
 before any decoding (ReadLimits / EDGE_MEDSAM_MAX_*), and readers refuse NaN or Inf values rather than pass
@@ -23,11 +23,13 @@ if TYPE_CHECKING:
     from edge_medsam.io.dicom_series import read_dicom_series
     from edge_medsam.io.dicom_write import write_dicom_series
     from edge_medsam.io.nifti import write_nifti, write_nifti_labels
+    from edge_medsam.io.nrrd import read_nrrd
     from edge_medsam.io.volumes import insert_slice, slice_volume
 
 _LAZY = {
     "write_nifti": "nifti",
     "write_nifti_labels": "nifti",
+    "read_nrrd": "nrrd",
     "slice_volume": "volumes",
     "insert_slice": "volumes",
     "read_dicom_series": "dicom_series",
@@ -47,6 +49,7 @@ __all__ = [
     "read_image",
     "read_laptop_npz",
     "read_mask",
+    "read_nrrd",
     "read_volume",
     "slice_volume",
     "write_dicom_seg",

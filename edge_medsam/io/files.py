@@ -25,7 +25,7 @@ PathLike = str | os.PathLike[str]
 ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, zlib.error, NotImplementedError,
               RuntimeError, SyntaxError, KeyError, IndexError)
 RUNTIME_FIX = "install the readers with: pip install 'edge-medsam[runtime]'"
-READABLE = "PNG, JPEG, TIFF, BMP, DICOM, NIfTI (.nii/.nii.gz) or a MedSAM .npz"
+READABLE = "PNG, JPEG, TIFF, BMP, DICOM, NIfTI (.nii/.nii.gz), NRRD (.nrrd/.nhdr) or a MedSAM .npz"
 
 _PICTURE_MAGIC = (
     (b"\x89PNG\r\n\x1a\n", "png"),
@@ -41,7 +41,7 @@ _PICTURE_MAGIC = (
 _EXTENSIONS = {
     ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff", ".bmp": "bmp",
     ".dcm": "dicom", ".dicom": "dicom", ".ima": "dicom", ".nii": "nifti", ".hdr": "nifti", ".npz": "zip",
-    ".zip": "zip",
+    ".zip": "zip", ".nrrd": "nrrd", ".nhdr": "nrrd",
 }
 
 
@@ -79,20 +79,22 @@ def _is_nifti_header(head: bytes) -> bool:
 
 
 def sniff_format(path: PathLike) -> str | None:
-    """Name the file's format from its first bytes, then its extension: png, jpeg, tiff, bmp, dicom, nifti, zip.
+    """Name the file's format from its first bytes, then its extension: png, jpeg, tiff, bmp, dicom, nifti, nrrd, zip.
 
     Returns "gzip" for a gzip file that does not hold NIfTI and None when neither bytes nor name say anything.
     """
     p = Path(path)
     with open(p, "rb") as f:
         head = f.read(540)
+    if head[128:132] == b"DICM":  # before the picture magics: a DICOM preamble may hold a TIFF header (dual files)
+        return "dicom"
     for magic, kind in _PICTURE_MAGIC:
         if head.startswith(magic):
             return kind
-    if head[128:132] == b"DICM":
-        return "dicom"
     if _is_nifti_header(head):
         return "nifti"
+    if head.startswith(b"NRRD000"):  # "NRRD0001".."NRRD0005", attached (.nrrd) or detached (.nhdr) header
+        return "nrrd"
     if head.startswith(b"\x1f\x8b"):
         try:
             with gzip.open(p, "rb") as f:

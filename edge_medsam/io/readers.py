@@ -14,13 +14,15 @@ _PICTURES = ("png", "jpeg", "tiff", "bmp")
 
 
 def read_image(path: PathLike, limits: ReadLimits | None = None) -> Image2D:
-    """Read a 2D image: PNG/JPEG/TIFF/BMP, a single-frame DICOM, a 2D NIfTI or a 2D MedSAM .npz."""
+    """Read a 2D image: PNG/JPEG/TIFF/BMP, a single-frame DICOM, a 2D NIfTI or NRRD, or a 2D MedSAM .npz."""
     p = existing_file(path)
     kind = sniff_format(p)
     if kind == "dicom":
         return optional_module("dicom").read_dicom_image(p, limits)
     if kind == "nifti":
         return optional_module("nifti").read_nifti_image(p, limits)
+    if kind == "nrrd":
+        return optional_module("nrrd").read_nrrd_image(p, limits)
     if kind == "zip":
         if not is_npz(p):
             raise InputError("is a zip archive, not an image", path=p,
@@ -32,7 +34,7 @@ def read_image(path: PathLike, limits: ReadLimits | None = None) -> Image2D:
 
 
 def read_volume(path: PathLike, limits: ReadLimits | None = None) -> Volume:
-    """Read a 3D volume: NIfTI, a DICOM series folder or zip, a (multi-frame) DICOM file, or a 3D MedSAM .npz."""
+    """Read a 3D volume: NIfTI, NRRD, a DICOM series folder or zip, a (multi-frame) DICOM file, or a 3D MedSAM .npz."""
     p = Path(path)
     if p.is_dir():
         return optional_module("dicom_series").read_dicom_series(p, limits)
@@ -40,6 +42,8 @@ def read_volume(path: PathLike, limits: ReadLimits | None = None) -> Volume:
     kind = sniff_format(p)
     if kind == "nifti":
         return optional_module("nifti").read_nifti(p, limits)
+    if kind == "nrrd":
+        return optional_module("nrrd").read_nrrd(p, limits)
     if kind == "dicom":
         return optional_module("dicom").read_dicom_file_volume(p, limits)
     if kind == "zip":
@@ -50,4 +54,5 @@ def read_volume(path: PathLike, limits: ReadLimits | None = None) -> Volume:
         raise InputError(f"is a 2D {kind.upper()} picture, not a volume", path=p,
                          fix="read it with read_image, or give a NIfTI file or DICOM series folder")
     raise not_readable(p, "the content is not a volume format this package reads",
-                       fix="give a NIfTI (.nii/.nii.gz) file, a DICOM series folder or zip, or a 3D MedSAM .npz")
+                       fix="give a NIfTI (.nii/.nii.gz) or NRRD (.nrrd/.nhdr) file, a DICOM series folder or zip, "
+                           "or a 3D MedSAM .npz")

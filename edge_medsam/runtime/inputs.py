@@ -1,4 +1,4 @@
-"""What `predict` accepts: image files, folders of them, DICOM series folders or zips, NIfTI, MedSAM .npz cases.
+"""What `predict` accepts: image files, folders of them, DICOM series folders or zips, NIfTI, NRRD, MedSAM .npz cases.
 
 Each input is loaded as a 2D image or a 3D volume (files decide by content, not name); a MedSAM-on-Laptop case
 keeps its boxes. A folder holding DICOM files is one series; any other folder stands for the files and DICOM
@@ -40,7 +40,8 @@ class LoadedInput:
     def stem(self) -> str:
         """The input's name without its extensions (.nii.gz counts as one)."""
         name = self.path.name
-        for suffix in (".nii.gz", ".nii", ".npz", ".zip", ".dcm", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"):
+        for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".npz", ".zip", ".dcm", ".png", ".jpg", ".jpeg", ".tif",
+                       ".tiff", ".bmp"):
             if name.lower().endswith(suffix) and len(name) > len(suffix):
                 return name[: -len(suffix)]
         return Path(name).stem or name
@@ -103,7 +104,7 @@ def load_input(path: str | os.PathLike[str], limits: ReadLimits | None = None) -
             p, image=case.to_image(), case=case)
     if kind == "zip":
         return LoadedInput(p, volume=read_volume(p, limits))
-    if kind == "nifti":
+    if kind in ("nifti", "nrrd"):
         return _nifti(p, limits)
     if kind == "dicom":
         return _dicom_file(p, limits)

@@ -17,7 +17,7 @@ from edge_medsam.errors import EdgeMedSAMError, InputError
 from edge_medsam.io import Image2D, ReadLimits, Volume, read_dicom_series, read_image, read_laptop_npz, read_volume
 from edge_medsam.io.files import is_npz, sniff_format
 
-VOLUME_KINDS = ("dicom", "nifti", "zip")  # zip: a zipped DICOM series (a .npz is told apart by its content)
+VOLUME_KINDS = ("dicom", "nifti", "nrrd", "zip")  # zip: a zipped DICOM series (a .npz is told apart by its content)
 PNG, NIFTI, DICOM_SEG = "PNG", "NIfTI", "DICOM-SEG"
 
 
@@ -60,7 +60,7 @@ def _read_one(path: Path, limits: ReadLimits) -> Document:
         return Document(image, None, _describe("MedSAM .npz image", image.shape[::-1], image.modality))
     if kind in VOLUME_KINDS:
         volume = read_volume(path, limits)
-        label = {"dicom": "DICOM", "nifti": "NIfTI", "zip": "DICOM series (zip)"}[kind]
+        label = {"dicom": "DICOM", "nifti": "NIfTI", "nrrd": "NRRD", "zip": "DICOM series (zip)"}[kind]
         return Document(None, volume, _describe(label, volume.shape, volume.modality))
     image = read_image(path, limits)  # pictures, and the one clear error for anything unreadable
     return Document(image, None, _describe(str(image.meta.get("format", "image")).upper(), image.shape[::-1], None))
