@@ -47,8 +47,13 @@ def _stage_data(ctx: StageContext) -> dict[str, Any]:
     from edge_medsam.data.synth import write_corpus
 
     data = ctx.recipe.data
+    real = None
+    if data.real:
+        from edge_medsam.data.real import write_real
+
+        real = str(write_real(ctx.stage_dir / "real").parent)
     if data.root:
-        return {"train_root": str(Path(data.root).resolve()), "shift_root": None}
+        return {"train_root": str(Path(data.root).resolve()), "shift_root": None, "real_root": real}
     synth = data.synth
     train = write_corpus(ctx.stage_dir / "corpus", per_modality=synth.per_modality, size=synth.size, seed=synth.seed,
                          modalities=synth.modalities, volumes=synth.volumes)
@@ -57,7 +62,7 @@ def _stage_data(ctx: StageContext) -> dict[str, Any]:
         shift = write_corpus(ctx.stage_dir / "style_shift", per_modality=synth.style_shift_per_modality,
                              size=synth.size, seed=synth.seed + 1_000_003, style_shift=True,
                              modalities=synth.modalities, volumes=0)
-    return {"train_root": str(train.parent), "shift_root": str(shift.parent) if shift else None}
+    return {"train_root": str(train.parent), "shift_root": str(shift.parent) if shift else None, "real_root": real}
 
 
 def _splits(ctx: StageContext):
@@ -67,17 +72,27 @@ def _splits(ctx: StageContext):
 
 
 def _stage_teacher(ctx: StageContext) -> dict[str, Any]:
+    from edge_medsam.runtime.manifest import sha256_file
     from edge_medsam.training.jobs import train_teacher
 
     train, _ = _splits(ctx)
     path = train_teacher(ctx.recipe.teacher, train, ctx.stage_dir, seed=ctx.recipe.seed, resume=ctx.resume)
-    return {"model": str(path)}
+    return {"model": str(path), "sha256": sha256_file(path), "pretrained": ctx.recipe.teacher.pretrained}
 
 
 def _stage_distill(ctx: StageContext) -> dict[str, Any]:
     from edge_medsam.training.jobs import distill_student
 
     train, _ = _splits(ctx)
+    real_root = ctx.outputs["data"].get("real_root")
+    if real_root:  # real images without masks, labelled by the teacher, join the training images
+        from edge_medsam.data.real import unlabelled_samples
+        from edge_medsam.models.files import load_model
+        from edge_medsam.training.pseudo_labels import pseudo_label
+
+        teacher = load_model(ctx.outputs["teacher"]["model"])
+        labelled = pseudo_label(unlabelled_samples(real_root), teacher, ctx.stage_dir / "teacher_labels")
+        train = train + labelled * ctx.recipe.data.real_repeat
     path = distill_student(ctx.recipe.student, ctx.recipe.distill, ctx.outputs["teacher"]["model"], train,
                            ctx.stage_dir, seed=ctx.recipe.seed, resume=ctx.resume)
     return {"model": str(path)}
@@ -101,6 +116,8 @@ def _stage_export(ctx: StageContext) -> dict[str, Any]:
     version = ctx.recipe.section_hash("seed", "data", "teacher", "student", "distill", "export")
     lineage = {"recipe": ctx.recipe.name, "recipe_hash": version, "model_file": student_path.name,
                "model_sha256": sha256_file(student_path), "teacher": ctx.outputs["teacher"]["model"],
+               "teacher_sha256": sha256_file(ctx.outputs["teacher"]["model"]),
+               "teacher_pretrained": ctx.recipe.teacher.pretrained,
                "trained_on": len(train)}
     report = export_student_bundle(student, ctx.stage_dir / "bundle", calib, held_out, settings,
                                    name=f"{ctx.recipe.name}-student", version=version, preprocess=preprocess,
@@ -129,8 +146,11 @@ def _stage_evaluate(ctx: StageContext) -> dict[str, Any]:
     jobs = []
     for set_name, samples in sets.items():
         common = {"samples": tuple(samples), "max_objects": cfg.max_objects, "threads": cfg.threads}
-        for stage, name in (("teacher", "teacher"), ("distill", "student")):
-            jobs.append(EvalJob(ctx.stage_dir / f"{name}_{set_name}", prompts=tuple(cfg.prompts),
+        for stage, name, prompts in (("teacher", "teacher", cfg.prompts if cfg.teacher_prompts is None
+                                      else cfg.teacher_prompts), ("distill", "student", cfg.prompts)):
+            if not prompts:
+                continue
+            jobs.append(EvalJob(ctx.stage_dir / f"{name}_{set_name}", prompts=tuple(prompts),
                                 model=ctx.outputs[stage]["model"], **common))
         bundle = ctx.outputs.get("export", {}).get("bundle")
         for precision in cfg.bundle_precisions if bundle else []:
@@ -138,7 +158,34 @@ def _stage_evaluate(ctx: StageContext) -> dict[str, Any]:
                                 bundle=bundle, precision=precision, backend=cfg.bundle_backend, **common))
     jobs.sort(key=lambda job: job.bundle is not None)  # the models' reports take longest: they start first
     run_jobs(jobs, cfg.workers, log=lambda line: print(line, flush=True))
-    return {"reports": {job.out.name: str(job.out / "metrics.json") for job in jobs}}
+    outputs = {"reports": {job.out.name: str(job.out / "metrics.json") for job in jobs}}
+    real_root = ctx.outputs["data"].get("real_root")
+    if real_root and cfg.real_scans:
+        outputs["real_scans"] = str(_real_scans(ctx, real_root))
+    return outputs
+
+
+def _real_scans(ctx: StageContext, real_root: str) -> Path:
+    """Teacher, student and bundle (each evaluated precision) on the real labelled scans, beside the baselines."""
+    from edge_medsam.data.layouts import open_dataset
+    from edge_medsam.engine.threads import torch_threads
+    from edge_medsam.evaluation.real_scans import evaluate_real_scans
+    from edge_medsam.evaluation.torch_segmenters import segmenter_for
+    from edge_medsam.models.files import load_model
+    from edge_medsam.runtime import Predictor
+    from edge_medsam.runtime.segmenter import RuntimeSegmenter
+
+    cfg = ctx.recipe.evaluate
+    samples = open_dataset(real_root, include_volumes=True, foreground_only=True).samples
+    segmenters = [segmenter_for(load_model(ctx.outputs["teacher"]["model"]), name="teacher"),
+                  segmenter_for(load_model(ctx.outputs["distill"]["model"]), name="student")]
+    bundle = ctx.outputs.get("export", {}).get("bundle")
+    for precision in cfg.bundle_precisions if bundle else []:
+        predictor = Predictor.from_bundle(bundle, backend=cfg.bundle_backend, precision=precision, threads=cfg.threads)
+        segmenters.append(RuntimeSegmenter(predictor, name=f"bundle {precision}"))
+    with torch_threads(cfg.threads):
+        report = evaluate_real_scans(segmenters, samples, log=lambda line: print(line, flush=True))
+    return report.write(ctx.stage_dir / "real_scans")
 
 
 def _stage_benchmark(ctx: StageContext) -> dict[str, Any]:

@@ -48,6 +48,10 @@ class DataSection:
     layout: str = "auto"
     modality: str | None = None
     synth: SynthSection = field(default_factory=SynthSection)
+    # Real material from installed packages (edge-medsam data real): the unlabelled real images join training,
+    # labelled by the teacher; the labelled real scans are only scored (the report's real-scan section).
+    real: bool = False
+    real_repeat: int = 1  # how often each teacher-labelled real image appears among the training samples
     test_fraction: float = 0.2
     split_seed: int = 0
 
@@ -104,6 +108,8 @@ class EvaluateSection:
     bundle_precisions: list[str] = field(default_factory=lambda: ["fp32", "fp16", "int8"])
     bundle_backend: str = "onnxruntime"
     bundle_prompts: list[str] = field(default_factory=lambda: ["box", "auto", "refine"])
+    teacher_prompts: list[str] | None = None  # the teacher's report on synthetic images (None: as prompts, []: none)
+    real_scans: bool = True  # box Dice/NSD on the real labelled scans when the data section has ``real``
 
 
 @dataclass

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Download the pyradiomics 3.0.1 source distribution (real CT/MR scans with real masks in its data/ folder) into
-# the material cache ($EDGE_MEDSAM_MATERIAL, default ~/.cache/edge-medsam/material/) for `edge-medsam data real`.
+# the material cache ($EDGE_MEDSAM_MATERIAL, default $EDGE_MEDSAM_CACHE/material, ~/.cache/edge-medsam/material) for `edge-medsam data real`.
 # Idempotent: a file already there with the right size is kept. Uses pip from $VENV (default .venv); pip builds
 # the sdist's metadata with its setup.py, which imports numpy, setuptools, versioneer and wheel from that env.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
-DEST="${EDGE_MEDSAM_MATERIAL:-$HOME/.cache/edge-medsam/material}"
+DEST="${EDGE_MEDSAM_MATERIAL:-${EDGE_MEDSAM_CACHE:-$HOME/.cache/edge-medsam}/material}"
 NAME="pyradiomics-3.0.1.tar.gz"
 SIZE=34473030
 SHA256="47c57f441d6cb7973fa3b2ea48d3948df78e3348e1c69e1e2ff19001601fc2f5"

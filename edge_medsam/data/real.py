@@ -41,7 +41,7 @@ from tqdm import tqdm
 from edge_medsam.data.layouts import Sample, through_plane_axis
 from edge_medsam.data.synth.corpus import HU_OFFSET
 from edge_medsam.errors import EdgeMedSAMError, InputError
-from edge_medsam.io.files import atomic_write
+from edge_medsam.io.files import atomic_write, cache_root
 from edge_medsam.io.types import Image2D, Volume
 from edge_medsam.modalities import get_modality
 
@@ -105,8 +105,8 @@ INSTALL = {"pydicom": "pip install 'edge-medsam[runtime]'", "pydicom-data": "pip
 
 
 def material_dir() -> Path:
-    """The material cache: $EDGE_MEDSAM_MATERIAL, default ~/.cache/edge-medsam/material."""
-    return Path(os.environ.get(MATERIAL_ENV) or Path.home() / ".cache" / "edge-medsam" / "material")
+    """The material cache: $EDGE_MEDSAM_MATERIAL, default the ``material`` folder of the user cache."""
+    return Path(os.environ.get(MATERIAL_ENV) or cache_root() / "material")
 
 
 def find_pyradiomics(path: str | os.PathLike[str] | None = None) -> Path:

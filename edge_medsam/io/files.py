@@ -170,3 +170,11 @@ def atomic_write(path: PathLike, write: Callable[[Path], None]) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return target
+
+
+CACHE_ENV = "EDGE_MEDSAM_CACHE"
+
+
+def cache_root() -> Path:
+    """The user cache of content-keyed entries and real material: ``$EDGE_MEDSAM_CACHE``, else ``~/.cache/edge-medsam``."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "edge-medsam")

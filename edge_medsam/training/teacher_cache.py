@@ -9,20 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from edge_medsam.io.files import atomic_write
-
-CACHE_ENV = "EDGE_MEDSAM_CACHE"
-
-
-def cache_root() -> Path:
-    """``$EDGE_MEDSAM_CACHE`` or ``~/.cache/edge-medsam``."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "edge-medsam")
+from edge_medsam.io.files import atomic_write, cache_root
 
 
 def teacher_identity(teacher: nn.Module) -> str:
@@ -65,3 +60,32 @@ class EmbeddingCache:
         """Store an embedding [1, C, h, w] as float16."""
         array = embedding.detach().to("cpu", torch.float16).numpy()
         atomic_write(self._path(model_input), lambda tmp: np.save(tmp, array, allow_pickle=False))
+
+
+def onnx_encoder(teacher: nn.Module, root: str | os.PathLike[str] | None = None
+                 ) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The teacher's image encoder on ONNX Runtime (about 1.6x faster than PyTorch on two CPU cores), exported once
+    into the cache by teacher identity and checked against PyTorch there; None for teachers without that export.
+    """
+    from edge_medsam.models.reference.base import SamDecoderReference
+
+    if not isinstance(teacher, SamDecoderReference) or next(teacher.parameters()).device.type != "cpu":
+        return None
+    from edge_medsam.compress.runners import onnxruntime_runner
+    from edge_medsam.models.reference import export_reference_onnx
+
+    folder = Path(root or cache_root()) / "teacher-encoders" / teacher_identity(teacher)[:16]
+    path = folder / "encoder.onnx"
+    if not path.is_file():  # exported into a scratch folder renamed into place: never half a graph in the cache
+        scratch = folder.parent / f".tmp-{os.getpid()}-{folder.name}"
+        shutil.rmtree(scratch, ignore_errors=True)
+        export_reference_onnx(teacher, scratch, graphs=("encoder",))
+        shutil.rmtree(folder, ignore_errors=True)
+        scratch.replace(folder)
+    run = onnxruntime_runner(path, threads=torch.get_num_threads())
+
+    def encode(model_input: torch.Tensor) -> torch.Tensor:
+        (embedding,) = run({"image": model_input.detach().cpu().numpy().astype(np.float32)}).values()
+        return torch.from_numpy(embedding)
+
+    return encode

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from edge_medsam.data.torch_preprocess import resize_image_torch
 from edge_medsam.models.teachers.base import TeacherFeatures, TeacherProfile, best_mask
 from edge_medsam.preprocess import PreprocessConfig
-from edge_medsam.training.teacher_cache import EmbeddingCache
+from edge_medsam.training.teacher_cache import EmbeddingCache, onnx_encoder
 
 
 def reframe(images: torch.Tensor, source: PreprocessConfig, profile: TeacherProfile) -> torch.Tensor:
@@ -83,11 +83,20 @@ class TeacherView:
     @torch.no_grad()
     def warm(self, dataset: Sequence[dict[str, Any]], description: str = "teacher embeddings") -> None:
         """Compute (or read from disk) the embedding of every dataset item up front, with a progress bar, so
-        training steps do not pay for the teacher."""
+        training steps do not pay for the teacher; on ONNX Runtime where the teacher exports to it."""
+        fast = {id(t): onnx_encoder(t) for t in self.teachers() if id(t) in self._disk}
         for index in tqdm(range(len(dataset)), desc=description, unit="image", mininterval=5):
             item = dataset[index]
-            batch = {"index": torch.tensor([item["index"]])}
-            self._sample_features(batch, item["image"][None], torch.tensor([item["modality"]]), 0)
+            teacher = self._teacher(int(item["modality"]))
+            encode = fast.get(id(teacher))
+            if encode is None:
+                batch = {"index": torch.tensor([item["index"]])}
+                self._sample_features(batch, item["image"][None], torch.tensor([item["modality"]]), 0)
+                continue
+            disk = self._disk[id(teacher)]
+            frame = self._frame(teacher, item["image"][None])
+            if disk.get(frame) is None:
+                disk.put(frame, encode(frame))
 
     def _sample_features(self, batch: dict[str, torch.Tensor], images: torch.Tensor, modality: torch.Tensor,
                          b: int) -> tuple[nn.Module, TeacherFeatures]:
