@@ -279,9 +279,10 @@ METHOD = """\
 - The 2D case is end to end in numpy + the backend: CT windowing and resize to the model input, encoder, decoder,
   mask upsampling to 512 x 512. Our students run self-prompted; the anchors (no self-prompt) get one box.
   Stage columns split that time.
-- Anchors are built with random weights (latency does not depend on weight values) and exported by the same
-  dynamo → ONNX (→ OpenVINO IR) path as ours, in FP32. Their masks are not meaningful; no accuracy is reported
-  for them.
+- Anchors are built with random weights (latency does not depend on weight values), except LiteMedSAM when its
+  published weights are installed (the `real` extra; `weights` in results.json says which), and exported by the
+  same dynamo → ONNX (→ OpenVINO IR) path as ours, in FP32. No accuracy is reported for anchors here; LiteMedSAM's
+  real-scan Dice is in the pipeline report.
 - The 3D case follows the challenge baseline's protocol (middle slice with the box, then slice by slice with the
   previous mask's box + 3 px, the middle box where a mask is empty) with an embedding cache; ours are measured
   end to end, everyone is also projected from the per-call p50s.

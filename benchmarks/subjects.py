@@ -295,19 +295,30 @@ def _numpy_feed(names: list[str], example: tuple[Any, ...]) -> dict[str, np.ndar
 
 def anchor_subject(name: str, out: Path, overrides: dict[str, Any] | None = None,
                    log: Callable[[str], None] = print) -> Subject:
-    """Build a reference model (random weights), export its two graphs to ONNX and OpenVINO IR (FP32)."""
+    """Build a reference model, export its two graphs to ONNX and OpenVINO IR (FP32). Random weights, except an
+    anchor whose published weights are installed at its native configuration (LiteMedSAM: the real extra)."""
     import torch
 
     from edge_medsam.compress import openvino_ir
+    from edge_medsam.errors import InputError
     from edge_medsam.models.reference import build_reference, export_reference_onnx, reference_graphs, reference_summary
+    from edge_medsam.models.reference.litemedsam_weights import PRETRAINED, load_pretrained
 
     overrides = overrides or {}
     torch.manual_seed(0)
-    model = build_reference(name, **overrides).eval()
+    model, weights = None, None
+    if name in PRETRAINED and not overrides:
+        try:
+            model = load_pretrained(name)
+            weights = model.weights
+        except InputError as err:
+            log(f"anchor {name}: random weights ({err.problem})")
+    model = (model or build_reference(name, **overrides)).eval()
     encoder, encoder_example, decoder, decoder_example = reference_graphs(model)
     paths = {g: out / f"{g}.onnx" for g in ("encoder", "decoder")}
     ir = {g: [out / "openvino" / f"{g}.xml", out / "openvino" / f"{g}.bin"] for g in paths}
-    key = export_key({"kind": "anchor", "name": name, "overrides": overrides}, ANCHOR_SOURCES)
+    key = export_key({"kind": "anchor", "name": name, "overrides": overrides,
+                      "weights": weights["sha256"] if weights else "random"}, ANCHOR_SOURCES)
     if already_exported(out, key):
         log(f"reusing the export of anchor {name} in {out}")
     else:
@@ -333,5 +344,7 @@ def anchor_subject(name: str, out: Path, overrides: dict[str, Any] | None = None
                 ("openvino", "fp32"): GraphPair(ir["encoder"][0], ir["decoder"][0], ir["encoder"] + ir["decoder"])}
     return Subject(name=f"{name}@{preprocess.size}", family=ANCHOR, preprocess=preprocess, variants=variants,
                    encoder_inputs=encoder_inputs, prompter=prompter, torch_graphs=lambda: (encoder, decoder),
+                   trained=weights is not None,
                    info={"source": "edge_medsam.models.reference", "reference": name, "overrides": overrides,
-                         "summary": summary, "params": sum(p.numel() for p in model.parameters())})
+                         "summary": summary, "params": sum(p.numel() for p in model.parameters()),
+                         "weights": {k: v for k, v in weights.items() if k != "path"} if weights else "random"})

@@ -75,6 +75,8 @@ def _stage_teacher(ctx: StageContext) -> dict[str, Any]:
     from edge_medsam.runtime.manifest import sha256_file
     from edge_medsam.training.jobs import train_teacher
 
+    if ctx.recipe.teacher.family == "none":  # the student learns from ground truth alone (an ablation)
+        return {"model": None}
     train, _ = _splits(ctx)
     path = train_teacher(ctx.recipe.teacher, train, ctx.stage_dir, seed=ctx.recipe.seed, resume=ctx.resume)
     return {"model": str(path), "sha256": sha256_file(path), "pretrained": ctx.recipe.teacher.pretrained}
@@ -85,7 +87,7 @@ def _stage_distill(ctx: StageContext) -> dict[str, Any]:
 
     train, _ = _splits(ctx)
     real_root = ctx.outputs["data"].get("real_root")
-    if real_root:  # real images without masks, labelled by the teacher, join the training images
+    if real_root and ctx.outputs["teacher"]["model"]:  # real images without masks, labelled by the teacher, join in
         from edge_medsam.data.real import unlabelled_samples
         from edge_medsam.models.files import load_model
         from edge_medsam.training.pseudo_labels import pseudo_label
@@ -116,7 +118,7 @@ def _stage_export(ctx: StageContext) -> dict[str, Any]:
     version = ctx.recipe.section_hash("seed", "data", "teacher", "student", "distill", "export")
     lineage = {"recipe": ctx.recipe.name, "recipe_hash": version, "model_file": student_path.name,
                "model_sha256": sha256_file(student_path), "teacher": ctx.outputs["teacher"]["model"],
-               "teacher_sha256": sha256_file(ctx.outputs["teacher"]["model"]),
+               "teacher_sha256": ctx.outputs["teacher"].get("sha256"),
                "teacher_pretrained": ctx.recipe.teacher.pretrained,
                "trained_on": len(train)}
     report = export_student_bundle(student, ctx.stage_dir / "bundle", calib, held_out, settings,
@@ -148,7 +150,7 @@ def _stage_evaluate(ctx: StageContext) -> dict[str, Any]:
         common = {"samples": tuple(samples), "max_objects": cfg.max_objects, "threads": cfg.threads}
         for stage, name, prompts in (("teacher", "teacher", cfg.prompts if cfg.teacher_prompts is None
                                       else cfg.teacher_prompts), ("distill", "student", cfg.prompts)):
-            if not prompts:
+            if not prompts or not ctx.outputs[stage]["model"]:
                 continue
             jobs.append(EvalJob(ctx.stage_dir / f"{name}_{set_name}", prompts=tuple(prompts),
                                 model=ctx.outputs[stage]["model"], **common))
@@ -177,8 +179,8 @@ def _real_scans(ctx: StageContext, real_root: str) -> Path:
 
     cfg = ctx.recipe.evaluate
     samples = open_dataset(real_root, include_volumes=True, foreground_only=True).samples
-    segmenters = [segmenter_for(load_model(ctx.outputs["teacher"]["model"]), name="teacher"),
-                  segmenter_for(load_model(ctx.outputs["distill"]["model"]), name="student")]
+    models = {"teacher": ctx.outputs["teacher"]["model"], "student": ctx.outputs["distill"]["model"]}
+    segmenters = [segmenter_for(load_model(path), name=name) for name, path in models.items() if path]
     bundle = ctx.outputs.get("export", {}).get("bundle")
     for precision in cfg.bundle_precisions if bundle else []:
         predictor = Predictor.from_bundle(bundle, backend=cfg.bundle_backend, precision=precision, threads=cfg.threads)
@@ -234,11 +236,12 @@ def _read_state(run_dir: Path) -> dict[str, Any]:
 
 
 def run_pipeline(recipe_path: str | Path, runs_dir: str | Path = "runs", from_stage: str | None = None,
-                 log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run every stage that is out of date; returns the recorded state (outputs per stage)."""
+                 log: Callable[[str], None] = print, until: str | None = None) -> dict[str, Any]:
+    """Run every stage that is out of date (up to ``until``, included); returns the recorded state."""
     recipe = load_recipe(recipe_path)
-    if from_stage is not None and from_stage not in STAGE_NAMES:
-        raise EdgeMedSAMError(f"unknown stage {from_stage!r}", fix=f"use one of {', '.join(STAGE_NAMES)}")
+    for name in (from_stage, until):
+        if name is not None and name not in STAGE_NAMES:
+            raise EdgeMedSAMError(f"unknown stage {name!r}", fix=f"use one of {', '.join(STAGE_NAMES)}")
     run_dir = Path(runs_dir) / recipe.name
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "recipe.json", json.dumps(recipe.to_dict(), indent=2))
@@ -270,4 +273,6 @@ def run_pipeline(recipe_path: str | Path, runs_dir: str | Path = "runs", from_st
         state[stage.name] = {"hash": digest, "done": True, "outputs": result, "seconds": seconds}
         atomic_write_text(_state_path(run_dir), json.dumps(state, indent=2))
         log(f"[{stage.name}] done in {seconds} s")
+        if stage.name == until:
+            break
     return state

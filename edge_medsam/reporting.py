@@ -124,7 +124,7 @@ def write_report(recipe: Recipe, outputs: dict[str, dict[str, Any]], path: str |
         lines.append(f"- style-shifted evaluation set: `{data['shift_root']}` (same anatomy, other textures and noise)")
     lines += ["", "## Models", ""]
     for name in ("teacher", "distill"):
-        if name in outputs:
+        if outputs.get(name, {}).get("model"):
             lines.append(f"- {_model_line(outputs[name]['model'])} (`{outputs[name]['model']}`)")
     lines += ["", "## Stages", "", "| stage | seconds |", "|---|---:|"]
     lines += [f"| {name} | {record.get('seconds', '–')} |" for name, record in state.items() if record.get("done")]

@@ -108,3 +108,31 @@ def test_shipped_recipes_parse():
     for path in sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml")):
         recipe = load_recipe(path)
         assert recipe.distill and recipe.teacher.arch
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_real_material_is_labelled_by_the_teacher_and_scored(tmp_path, monkeypatch):
+    """data.real: the teacher labels the real unlabelled images for distillation, and the evaluate stage scores
+    teacher, student and bundle on the labelled scans beside the baselines; until= stops after a stage."""
+    from test_real_material import _sdist
+
+    monkeypatch.setenv("EDGE_MEDSAM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("EDGE_MEDSAM_MATERIAL", str(tmp_path / "material"))
+    (tmp_path / "material").mkdir()
+    _sdist(tmp_path / "material" / "pyradiomics-3.0.1.tar.gz")
+    recipe = write_recipe(tmp_path / "real.yaml", data={**TINY["data"], "real": True})
+    state = run_pipeline(recipe, tmp_path / "runs", log=lambda line: None)
+    run = tmp_path / "runs" / "tiny"
+    labels = json.loads((run / "distill" / "teacher_labels" / "pseudo_labels.json").read_text())
+    assert len(labels["objects"]) >= 10  # every real unlabelled image was shown to the teacher
+    scores = json.loads((run / "evaluate" / "real_scans" / "metrics.json").read_text())["summary"]
+    assert {"teacher", "student", "bundle fp32", "box_filled", "ellipse_in_box"} <= set(scores)
+    assert "## Real scans" in (run / "report.md").read_text()
+    assert state["evaluate"]["outputs"]["real_scans"]
+
+    partial = run_pipeline(write_recipe(tmp_path / "gt.yaml", teacher={"family": "none"},
+                                        distill=TINY["distill"][2:]), tmp_path / "other", until="distill",
+                           log=lambda line: None)
+    assert set(partial) == {"data", "teacher", "distill"} and partial["teacher"]["outputs"]["model"] is None
+    assert (tmp_path / "other" / "tiny" / "distill" / "student.pt").is_file()

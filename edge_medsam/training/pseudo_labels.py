@@ -26,7 +26,7 @@ from edge_medsam.io.masks import write_mask_png
 from edge_medsam.modalities import normalise_intensity
 from edge_medsam.models.teachers.base import Teacher, TeacherFeatures
 from edge_medsam.preprocess import logits_to_original
-from edge_medsam.training.teacher_cache import EmbeddingCache
+from edge_medsam.training.teacher_cache import EmbeddingCache, onnx_encoder
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,7 @@ class PseudoLabeller:
         self.teacher = teacher.eval()
         self.config = config or PseudoLabelConfig()
         self.cache = EmbeddingCache(teacher)
+        self._encode = onnx_encoder(teacher) or (lambda model_input: teacher.encode(model_input).embedding)
 
     @torch.no_grad()
     def _answer(self, features: TeacherFeatures, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -107,7 +108,7 @@ class PseudoLabeller:
             return labels
         embedding = self.cache.get(model_input)
         if embedding is None:
-            embedding = self.teacher.encode(model_input).embedding
+            embedding = self._encode(model_input)
             self.cache.put(model_input, embedding)
         features = TeacherFeatures(embedding)
         logits, iou = self._answer(features, boxes)
