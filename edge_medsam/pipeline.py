@@ -167,6 +167,17 @@ def _stage_evaluate(ctx: StageContext) -> dict[str, Any]:
     return outputs
 
 
+def _bundle_label(bundle: str, backend: str, precision: str) -> str:
+    """"bundle int8 (encoder int8, decoder int8_mixed)": what the accuracy control kept of each INT8 graph, so an
+    FP32 fallback is never reported as INT8."""
+    if precision != "int8":
+        return f"bundle {precision}"
+    manifest = json.loads((Path(bundle) / "manifest.json").read_text())
+    chosen = manifest.get("metrics", {}).get("quantization", {}).get("onnx" if backend == "onnxruntime" else backend, {})
+    graphs = ", ".join(f"{graph} {chosen[graph].get('chosen', '?')}" for graph in ("encoder", "decoder") if graph in chosen)
+    return f"bundle int8 ({graphs})" if graphs else "bundle int8"
+
+
 def _real_scans(ctx: StageContext, real_root: str) -> Path:
     """Teacher, student and bundle (each evaluated precision) on the real labelled scans, beside the baselines."""
     from edge_medsam.data.layouts import open_dataset
@@ -184,7 +195,7 @@ def _real_scans(ctx: StageContext, real_root: str) -> Path:
     bundle = ctx.outputs.get("export", {}).get("bundle")
     for precision in cfg.bundle_precisions if bundle else []:
         predictor = Predictor.from_bundle(bundle, backend=cfg.bundle_backend, precision=precision, threads=cfg.threads)
-        segmenters.append(RuntimeSegmenter(predictor, name=f"bundle {precision}"))
+        segmenters.append(RuntimeSegmenter(predictor, name=_bundle_label(bundle, cfg.bundle_backend, precision)))
     with torch_threads(cfg.threads):
         report = evaluate_real_scans(segmenters, samples, log=lambda line: print(line, flush=True))
     return report.write(ctx.stage_dir / "real_scans")
