@@ -96,7 +96,8 @@ def _stage_distill(ctx: StageContext) -> dict[str, Any]:
         labelled = pseudo_label(unlabelled_samples(real_root), teacher, ctx.stage_dir / "teacher_labels")
         train = train + labelled * ctx.recipe.data.real_repeat
     path = distill_student(ctx.recipe.student, ctx.recipe.distill, ctx.outputs["teacher"]["model"], train,
-                           ctx.stage_dir, seed=ctx.recipe.seed, resume=ctx.resume)
+                           ctx.stage_dir, seed=ctx.recipe.seed, resume=ctx.resume,
+                           cache_embeddings=ctx.recipe.teacher.cache_embeddings)
     return {"model": str(path)}
 
 

@@ -67,6 +67,7 @@ class TeacherSection:
     """
 
     pretrained: str | None = None
+    cache_embeddings: bool = True  # a published teacher's embeddings computed once into the disk cache (CPU scale)
     family: str = "sam"
     options: dict[str, Any] = field(default_factory=dict)
     arch: str = "vit_b"

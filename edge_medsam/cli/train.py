@@ -23,7 +23,9 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     distill = commands.add_parser("distill", help="distil the edge student from a teacher (MMDKD stages)")
     distill.add_argument("--recipe", type=Path, required=True, help="YAML recipe; its student: and distill: sections apply")
-    distill.add_argument("--teacher", type=Path, default=None, help="teacher model file (teacher.pt or an official checkpoint)")
+    distill.add_argument("--teacher", default=None,
+                         help="teacher model file (teacher.pt or an official checkpoint), or 'litemedsam' for "
+                              "LiteMedSAM's published weights (the real extra); default: the recipe's pretrained teacher")
     distill.add_argument("--student", default=None, help="student preset (tiny, base, base512; overrides the recipe)")
     distill.add_argument("--data", type=Path, default=None, help="dataset folder (overrides the recipe's data.root)")
     distill.add_argument("--out", type=Path, required=True, help="run folder (one sub-folder per stage, student.pt)")
@@ -73,6 +75,7 @@ def run_train_teacher(args: argparse.Namespace) -> int:
 
 def run_distill(args: argparse.Namespace) -> int:
     """Distil a student and print where its model file is."""
+    from edge_medsam.models.reference.litemedsam_weights import PRETRAINED, published_path
     from edge_medsam.recipes import load_recipe
     from edge_medsam.training.jobs import data_splits, distill_student
 
@@ -80,8 +83,11 @@ def run_distill(args: argparse.Namespace) -> int:
     if args.student:
         recipe.student.preset = args.student
     train, _ = data_splits(_data_root(args, recipe), recipe.data)
-    path = distill_student(recipe.student, recipe.distill, args.teacher, train, args.out, seed=recipe.seed,
-                           resume=args.resume)
+    teacher = args.teacher or recipe.teacher.pretrained
+    if teacher in PRETRAINED:
+        teacher = published_path(PRETRAINED[teacher])
+    path = distill_student(recipe.student, recipe.distill, teacher, train, args.out, seed=recipe.seed,
+                           resume=args.resume, cache_embeddings=recipe.teacher.cache_embeddings)
     print(f"student written: {path}")
     return 0
 

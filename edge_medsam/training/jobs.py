@@ -104,8 +104,14 @@ def _teacher_dim(teacher: torch.nn.Module) -> int:
 
 
 def distill_student(section: StudentSection, stages: list[DistillStageSection], teacher_path: str | Path | None,
-                    samples: list[Sample], out_dir: str | Path, *, seed: int = 0, resume: bool = False) -> Path:
-    """Run the MMDKD stages in order (each resumable, finished ones kept); returns ``student.pt``."""
+                    samples: list[Sample], out_dir: str | Path, *, seed: int = 0, resume: bool = False,
+                    cache_embeddings: bool = True) -> Path:
+    """Run the MMDKD stages in order (each resumable, finished ones kept); returns ``student.pt``.
+
+    ``cache_embeddings``: a teacher with published weights has its embeddings computed up front into the
+    content-keyed disk cache (CPU runs on a few hundred images); off, they are computed during training (GPU runs
+    on millions of images, where that cache would not fit).
+    """
     out_dir = Path(out_dir)
     if not stages:
         raise EdgeMedSAMError("the recipe has no distill stages", path=out_dir,
@@ -117,8 +123,7 @@ def distill_student(section: StudentSection, stages: list[DistillStageSection], 
         student = EdgeStudent(config)
         model = DistillationModel(student, _teacher_dim(teacher) if teacher is not None else None)
     data_config = PreprocessConfig(size=config.image_size)
-    # A teacher with published weights is costly per image: its embeddings go to the content-keyed disk cache.
-    published = teacher is not None and getattr(teacher, "weights", None) is not None
+    published = cache_embeddings and teacher is not None and getattr(teacher, "weights", None) is not None
     view = TeacherView(teacher, data_config, disk_cache=published) if teacher is not None else None
     dataset = SegmentationDataset(samples, data_config)
     if published and any(stage.stage != "decoder" or stage.losses.get("kd_mask_weight", 1.0) > 0 for stage in stages):
