@@ -24,7 +24,7 @@ from edge_medsam.io.files import (
 )
 from edge_medsam.io.masks import label_array
 from edge_medsam.io.types import Image2D, ReadLimits, Volume
-from edge_medsam.io.volumes import slice_volume
+from edge_medsam.io.volumes import single_slice_axis, slice_volume
 
 _NAMES = (".nii", ".nii.gz", ".hdr", ".img", ".hdr.gz", ".img.gz")
 # What nibabel (and numpy's memory map under it) raise on damaged headers and data.
@@ -94,15 +94,10 @@ def read_nifti_image(path: PathLike, limits: ReadLimits | None = None) -> Image2
     limits = resolve_limits(limits)
     img, shape = _open(path, limits)
     p = Path(path)
-    singleton = [axis for axis in (2, 1, 0) if shape[axis] == 1]
-    if not singleton:
-        raise InputError(f"is a 3D volume of shape {shape}, not a 2D image", path=p,
-                         fix="read it with read_volume, or take one slice with slice_volume")
-    others = [shape[a] for a in range(3) if a != singleton[0]]
-    limits.check_2d(others[0], others[1], p)
+    axis = single_slice_axis(shape, p, limits)
     volume = Volume(voxels=_voxels(img, shape, p), affine=np.asarray(img.affine, dtype=np.float64), path=p,
                     meta={"format": "nifti"})
-    return slice_volume(volume, singleton[0], 0)
+    return slice_volume(volume, axis, 0)
 
 
 def _checked_affine(affine: np.ndarray, path: PathLike) -> np.ndarray:

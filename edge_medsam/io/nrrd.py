@@ -19,7 +19,7 @@ from nrrd.errors import NRRDError
 from edge_medsam.errors import InputError
 from edge_medsam.io.files import PathLike, check_finite, check_voxels, existing_file, not_readable, resolve_limits
 from edge_medsam.io.types import Image2D, ReadLimits, Volume
-from edge_medsam.io.volumes import slice_volume
+from edge_medsam.io.volumes import single_slice_axis, slice_volume
 
 SUFFIXES = (".nrrd", ".nhdr")
 # What pynrrd (and the zlib/bz2/numpy calls under it) raise on damaged headers and data.
@@ -152,14 +152,9 @@ def read_nrrd_image(path: PathLike, limits: ReadLimits | None = None) -> Image2D
     """Read a NRRD volume with a single slice as an Image2D in display orientation."""
     limits = resolve_limits(limits)
     p, header, shape, affine = _open(path, limits)
-    singleton = [axis for axis in (2, 1, 0) if shape[axis] == 1]
-    if not singleton:
-        raise InputError(f"is a 3D volume of shape {shape}, not a 2D image", path=p,
-                         fix="read it with read_volume, or take one slice with slice_volume")
-    others = [shape[a] for a in range(3) if a != singleton[0]]
-    limits.check_2d(others[0], others[1], p)
+    axis = single_slice_axis(shape, p, limits)
     volume = Volume(voxels=_voxels(header, p, shape), affine=affine, path=p, meta={"format": "nrrd"})
-    return slice_volume(volume, singleton[0], 0)
+    return slice_volume(volume, axis, 0)
 
 
 def nrrd_header_geometry(path: PathLike) -> tuple[tuple[int, int, int], np.ndarray]:

@@ -8,12 +8,13 @@ the picture, sagittal with anterior on the left, and head (or anterior, for axia
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from nibabel.orientations import io_orientation
 
 from edge_medsam.errors import InputError
-from edge_medsam.io.types import Image2D, Volume
+from edge_medsam.io.types import Image2D, ReadLimits, Volume
 
 _PLANES = {"sagittal": 0, "coronal": 1, "axial": 2}  # plane name → world axis of its normal (RAS x, y, z)
 _ALIASES = {"transverse": "axial", "transversal": "axial", "frontal": "coronal", "sag": "sagittal",
@@ -72,6 +73,17 @@ def _display(plane: np.ndarray, view: _View) -> np.ndarray:
     if view.flip_cols:
         plane = plane[:, ::-1]
     return plane
+
+
+def single_slice_axis(shape: tuple[int, int, int], path: Path, limits: ReadLimits) -> int:
+    """The axis of a one-slice volume (a 2D image stored as 3D), checked against the 2D size limits."""
+    singleton = [axis for axis in (2, 1, 0) if shape[axis] == 1]
+    if not singleton:
+        raise InputError(f"is a 3D volume of shape {shape}, not a 2D image", path=path,
+                         fix="read it with read_volume, or take one slice with slice_volume")
+    others = [shape[a] for a in range(3) if a != singleton[0]]
+    limits.check_2d(others[0], others[1], path)
+    return singleton[0]
 
 
 def slice_volume(volume: Volume, axis: int | str, index: int) -> Image2D:
