@@ -93,7 +93,8 @@ def _stage_distill(ctx: StageContext) -> dict[str, Any]:
         from edge_medsam.training.pseudo_labels import pseudo_label
 
         teacher = load_model(ctx.outputs["teacher"]["model"])
-        labelled = pseudo_label(unlabelled_samples(real_root), teacher, ctx.stage_dir / "teacher_labels")
+        labelled = pseudo_label(unlabelled_samples(real_root), teacher, ctx.stage_dir / "teacher_labels",
+                                cache=ctx.recipe.teacher.cache_embeddings)
         train = train + labelled * ctx.recipe.data.real_repeat
     path = distill_student(ctx.recipe.student, ctx.recipe.distill, ctx.outputs["teacher"]["model"], train,
                            ctx.stage_dir, seed=ctx.recipe.seed, resume=ctx.resume,
@@ -121,7 +122,7 @@ def _stage_export(ctx: StageContext) -> dict[str, Any]:
                "model_sha256": sha256_file(student_path), "teacher": ctx.outputs["teacher"]["model"],
                "teacher_sha256": ctx.outputs["teacher"].get("sha256"),
                "teacher_pretrained": ctx.recipe.teacher.pretrained,
-               "trained_on": len(train)}
+               "trained_on": len(train), "real_unlabelled_images": bool(ctx.outputs["data"].get("real_root"))}
     report = export_student_bundle(student, ctx.stage_dir / "bundle", calib, held_out, settings,
                                    name=f"{ctx.recipe.name}-student", version=version, preprocess=preprocess,
                                    lineage=lineage, data={"calib": "training split", "held_out": "test split"},
@@ -270,6 +271,8 @@ def run_pipeline(recipe_path: str | Path, runs_dir: str | Path = "runs", from_st
         if not forced and record.get("hash") == digest and record.get("done"):
             log(f"[{stage.name}] up to date, skipped")
             outputs[stage.name] = record["outputs"]
+            if stage.name == until:
+                break
             continue
         resume = not forced and record.get("hash") == digest and stage_dir.exists()
         if not resume and stage_dir.exists():

@@ -1,6 +1,8 @@
-"""What the teacher is worth: the same student, data and step budget distilled (a) from ground truth alone, (b) from
-a teacher trained from scratch on the synthetic corpus (the quickstart's teacher before LiteMedSAM), (c) from
-LiteMedSAM's published weights — each scored on the real labelled scans beside LiteMedSAM and the baselines.
+"""What the teacher is worth: the same student and step budget distilled (a) from ground truth alone (the synthetic
+corpus: without a teacher the real images have no labels), (b) from a teacher trained from scratch on the synthetic
+corpus (the quickstart's teacher before LiteMedSAM), (c) from LiteMedSAM's published weights — (b) and (c) also on
+the real unlabelled images, each labelled by its own teacher — scored on the real labelled scans beside LiteMedSAM
+and the baselines.
 
     python scripts/teacher_ablation.py [--recipe recipes/quickstart.yaml] [--out runs/ablation] [--report DIR]
 
@@ -78,10 +80,12 @@ def main() -> None:
     data["variants"] = {name: {"student": students[name], "seconds_to_distill": seconds[name]} for name in students}
     data["recipe"] = str(args.recipe)
     atomic_write_text(metrics, json.dumps(data, indent=2))
-    text = (f"# Teacher ablation ({args.recipe}: same student, data and steps)\n\n"
-            "(a) gt_only: ground truth alone; (b) scratch_teacher: a SAM-Med2D-style ViT trained from scratch on the "
-            "synthetic corpus; (c) litemedsam: LiteMedSAM's published weights. Real labelled scans (pyradiomics), "
-            "never trained on.\n\n" + real_scan_markdown(data))
+    text = (f"# Teacher ablation ({args.recipe}: same student and steps)\n\n"
+            "(a) gt_only: the synthetic corpus's ground truth alone (without a teacher the real images have no "
+            "labels); (b) scratch_teacher: a SAM-Med2D-style ViT trained from scratch on the synthetic corpus; "
+            "(c) litemedsam: LiteMedSAM's published weights. (b) and (c) also train on the real unlabelled images, "
+            "labelled by their own teacher. Scored on the real labelled scans (pyradiomics), never trained on. "
+            f"Distillation seconds per variant: {seconds}.\n\n" + real_scan_markdown(data))
     atomic_write_text(args.out / "real_scans" / "report.md", text)
     if args.report:
         args.report.mkdir(parents=True, exist_ok=True)

@@ -135,4 +135,6 @@ def test_real_material_is_labelled_by_the_teacher_and_scored(tmp_path, monkeypat
                                         distill=TINY["distill"][2:]), tmp_path / "other", until="distill",
                            log=lambda line: None)
     assert set(partial) == {"data", "teacher", "distill"} and partial["teacher"]["outputs"]["model"] is None
+    again = run_pipeline(tmp_path / "gt.yaml", tmp_path / "other", until="distill", log=lambda line: None)
+    assert set(again) == {"data", "teacher", "distill"}  # a finished stage named by until= still stops the run
     assert (tmp_path / "other" / "tiny" / "distill" / "student.pt").is_file()

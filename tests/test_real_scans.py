@@ -4,10 +4,12 @@ and the content-keyed cache of teacher embeddings."""
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from test_real_material import _sdist
 
 from edge_medsam.data.layouts import open_dataset
 from edge_medsam.data.real import write_real
+from edge_medsam.errors import EdgeMedSAMError
 from edge_medsam.evaluation.real_scans import (
     box_filled,
     ellipse_in_box,
@@ -18,6 +20,7 @@ from edge_medsam.evaluation.real_scans import (
 from edge_medsam.evaluation.segmenter import Prediction
 from edge_medsam.metrics import score_mask
 from edge_medsam.models.reference import build_reference
+from edge_medsam.models.teachers.base import Teacher, TeacherFeatures
 from edge_medsam.training.pseudo_labels import PseudoLabelConfig, PseudoLabeller, candidate_boxes
 from edge_medsam.training.teacher_cache import EmbeddingCache, onnx_encoder
 
@@ -101,26 +104,15 @@ def test_candidate_boxes_lie_around_the_images_own_regions():
     assert len(candidate_boxes(np.full((32, 32, 3), 0.3, np.float32), PseudoLabelConfig())) == 0
 
 
-class BoxTeacher(torch.nn.Module):
+class BoxTeacher(Teacher):
     """A stand-in teacher (LiteMedSAM's profile) whose answer to a box is the bright pixels inside it."""
 
-    decodes_multiscale = False
-
     def __init__(self, iou=0.95):
-        super().__init__()
-        reference = build_reference("litemedsam")
-        self.profile, self.iou = reference.profile, iou
-        self.weight = torch.nn.Parameter(torch.zeros(1))
-
-    def eval(self):
-        return self
-
-    def prepare(self, image01):
-        return self.profile.prepare(image01)
+        super().__init__(build_reference("litemedsam").profile)
+        self.iou = iou
+        self.weight = torch.nn.Parameter(torch.full((1,), iou))
 
     def encode(self, model_input):
-        from edge_medsam.models.teachers.base import TeacherFeatures
-
         return TeacherFeatures(model_input.mean(1, keepdim=True))
 
     def decode(self, features, boxes=None, multimask=None, **_):
@@ -144,6 +136,28 @@ def test_teacher_labels_keep_confident_self_consistent_distinct_objects(tmp_path
         obj = labels == labels[y, x]
         assert labels[y, x] > 0 and score_mask(obj, image[..., 0] == image[y, x, 0]).dice > 0.95
     assert PseudoLabeller(BoxTeacher(iou=0.3)).label(image).max() == 0  # the teacher is not sure: nothing kept
+    with pytest.raises(EdgeMedSAMError, match="cannot label 2D images"):
+        PseudoLabeller(torch.nn.Linear(1, 1))
+
+
+def test_teacher_labels_are_written_once_and_reused(tmp_path, monkeypatch):
+    from edge_medsam.data.layouts import Sample
+    from edge_medsam.training.pseudo_labels import pseudo_label
+
+    monkeypatch.setenv("EDGE_MEDSAM_CACHE", str(tmp_path / "cache"))
+    image = np.zeros((120, 160), np.uint8)
+    image[30:80, 40:110] = 200
+    Image.fromarray(image).save(tmp_path / "scan.png")
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "blank.png")
+    samples = [Sample(id=name, modality="mr", image=tmp_path / f"{name}.png") for name in ("scan", "blank")]
+    labelled = pseudo_label(samples, BoxTeacher(), tmp_path / "labels")
+    assert [s.id for s in labelled] == ["scan"] and labelled[0].objects == {1: "teacher"}
+    record = tmp_path / "labels" / "pseudo_labels.json"
+    stamp = record.stat().st_ino
+    assert pseudo_label(samples, BoxTeacher(), tmp_path / "labels") == labelled
+    assert record.stat().st_ino == stamp  # reused, not written again
+    pseudo_label(samples, BoxTeacher(iou=0.8), tmp_path / "labels")  # another teacher: labelled anew
+    assert record.stat().st_ino != stamp
 
 
 def test_embedding_cache_is_keyed_by_teacher_and_content(tmp_path):

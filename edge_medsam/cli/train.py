@@ -75,7 +75,7 @@ def run_train_teacher(args: argparse.Namespace) -> int:
 
 def run_distill(args: argparse.Namespace) -> int:
     """Distil a student and print where its model file is."""
-    from edge_medsam.models.reference.litemedsam_weights import PRETRAINED, published_path
+    from edge_medsam.models.reference.litemedsam_weights import PRETRAINED, pretrained_weights, published_path
     from edge_medsam.recipes import load_recipe
     from edge_medsam.training.jobs import data_splits, distill_student
 
@@ -84,8 +84,8 @@ def run_distill(args: argparse.Namespace) -> int:
         recipe.student.preset = args.student
     train, _ = data_splits(_data_root(args, recipe), recipe.data)
     teacher = args.teacher or recipe.teacher.pretrained
-    if teacher in PRETRAINED:
-        teacher = published_path(PRETRAINED[teacher])
+    if teacher is not None and not Path(teacher).exists() and teacher.strip().lower().replace("-", "_") in PRETRAINED:
+        teacher = published_path(pretrained_weights(teacher))
     path = distill_student(recipe.student, recipe.distill, teacher, train, args.out, seed=recipe.seed,
                            resume=args.resume, cache_embeddings=recipe.teacher.cache_embeddings)
     print(f"student written: {path}")

@@ -4,8 +4,8 @@ The MedSAM-on-Laptop box protocol on every slice with a labelled pixel: each con
 object, prompted with its tight box and with a jittered box (each side moved by up to 10 % of the box side, at most
 20 pixels, seeded by slice and object, as MedSAM's training jittered them). The baselines answer the same boxes with
 the box filled and with the ellipse inscribed in it. NSD uses the in-plane spacing in millimetres. Results are means
-per case (a patient's scan) and, overall, the mean of the case means (every case counts once, however many slices
-its lesion spans).
+over each case's lesion objects (one per lesion and slice) and, overall, the mean of the case means (every case counts
+once, however many slices its lesion spans).
 """
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ def real_scan_markdown(data: dict[str, Any]) -> str:
     columns = [*sorted(cases), "all"]
     lines = []
     for kind in BOX_KINDS:
-        lines += [f"**{kind} boxes** — Dice (NSD), mean over each case's lesion slices; all = mean of the cases", "",
+        lines += [f"**{kind} boxes** — Dice (NSD), mean over each case's lesions per slice; all = mean of the cases", "",
                   "| method | " + " | ".join(f"{c} ({cases[c]['modality']}, {cases[c]['slices']} sl.)" if c in cases
                                             else c for c in columns) + " |",
                   "|---|" + "---:|" * len(columns)]

@@ -126,7 +126,10 @@ def distill_student(section: StudentSection, stages: list[DistillStageSection], 
     published = cache_embeddings and teacher is not None and getattr(teacher, "weights", None) is not None
     view = TeacherView(teacher, data_config, disk_cache=published) if teacher is not None else None
     dataset = SegmentationDataset(samples, data_config)
-    if published and any(stage.stage != "decoder" or stage.losses.get("kd_mask_weight", 1.0) > 0 for stage in stages):
+    pending = [stage for i, stage in enumerate(stages)
+               if not (resume and (out_dir / f"stage{i}_{stage.stage}" / "done.json").exists())]
+    if published and any(stage.stage != "decoder" or DistillConfig(stage=stage.stage, **stage.losses).kd_mask_weight > 0
+                         for stage in pending):
         view.warm(dataset)
     for i, stage in enumerate(stages):
         stage_dir = out_dir / f"stage{i}_{stage.stage}"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +22,12 @@ from tqdm import tqdm
 from edge_medsam.data.layouts import Sample, load_sample
 from edge_medsam.data.prompts import box_from_mask
 from edge_medsam.engine.logs import atomic_write_text
+from edge_medsam.errors import EdgeMedSAMError, InputError
 from edge_medsam.io.masks import write_mask_png
 from edge_medsam.modalities import normalise_intensity
 from edge_medsam.models.teachers.base import Teacher, TeacherFeatures
 from edge_medsam.preprocess import logits_to_original
-from edge_medsam.training.teacher_cache import EmbeddingCache, onnx_encoder
+from edge_medsam.training.teacher_cache import EmbeddingCache, onnx_encoder, teacher_identity
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,11 @@ class PseudoLabelConfig:
 
 def candidate_boxes(image01: np.ndarray, config: PseudoLabelConfig) -> np.ndarray:
     """Boxes [K, 4] around the largest connected regions of each multi-Otsu intensity class."""
-    from skimage.filters import threshold_multiotsu
+    try:
+        from skimage.filters import threshold_multiotsu
+    except ImportError as err:
+        raise InputError("scikit-image is not installed, so real images cannot be labelled by the teacher",
+                         fix="pip install 'edge-medsam[real]'") from err
 
     grey = image01.mean(axis=-1) if image01.ndim == 3 else image01
     area = grey.size
@@ -78,11 +83,24 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 class PseudoLabeller:
     """A teacher answering candidate boxes on real images; embeddings come from the content-keyed cache."""
 
-    def __init__(self, teacher: Teacher, config: PseudoLabelConfig | None = None):
+    def __init__(self, teacher: Teacher, config: PseudoLabelConfig | None = None, cache: bool = True):
+        if not isinstance(teacher, Teacher):
+            raise EdgeMedSAMError(f"a {type(teacher).__name__} cannot label 2D images",
+                                  fix="use a 2D teacher, or set data.real to false")
         self.teacher = teacher.eval()
         self.config = config or PseudoLabelConfig()
-        self.cache = EmbeddingCache(teacher)
-        self._encode = onnx_encoder(teacher) or (lambda model_input: teacher.encode(model_input).embedding)
+        # Teachers whose decoder reads multiscale maps are encoded whole each time (their maps are not cached).
+        self.cache = EmbeddingCache(teacher) if cache and not teacher.decodes_multiscale else None
+        self._encode = onnx_encoder(teacher) if self.cache is not None else None
+
+    def _features(self, model_input: torch.Tensor) -> TeacherFeatures:
+        if self.cache is None:
+            return self.teacher.encode(model_input)
+        embedding = self.cache.get(model_input)
+        if embedding is None:
+            encoded = self._encode(model_input) if self._encode else self.teacher.encode(model_input).embedding
+            embedding = self.cache.put(model_input, encoded)
+        return TeacherFeatures(embedding)
 
     @torch.no_grad()
     def _answer(self, features: TeacherFeatures, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -106,11 +124,7 @@ class PseudoLabeller:
         boxes = candidate_boxes(unit, cfg)
         if not len(boxes):
             return labels
-        embedding = self.cache.get(model_input)
-        if embedding is None:
-            embedding = self._encode(model_input)
-            self.cache.put(model_input, embedding)
-        features = TeacherFeatures(embedding)
+        features = self._features(model_input)
         logits, iou = self._answer(features, boxes)
         factor = logits.shape[-1] / preprocess.size  # low-res pixels per model-frame pixel
         frame = (slice(0, round(h * factor)), slice(0, round(w * factor)))
@@ -136,21 +150,34 @@ class PseudoLabeller:
 
 
 def pseudo_label(samples: Sequence[Sample], teacher: Teacher, out_dir: str | Path,
-                 config: PseudoLabelConfig | None = None) -> list[Sample]:
+                 config: PseudoLabelConfig | None = None, cache: bool = True) -> list[Sample]:
     """Label unlabelled samples with ``teacher``; returns them with their teacher masks (``out_dir/masks``),
-    leaving out images where nothing was kept, and writes ``out_dir/pseudo_labels.json`` (objects per image)."""
+    leaving out images where nothing was kept. ``out_dir/pseudo_labels.json`` (written last) records the teacher,
+    the settings and the objects per image; a folder whose record matches is reused as it is (a resumed run
+    trains on exactly the labels it started with). ``cache``: keep the teacher's embeddings in the disk cache."""
     out = Path(out_dir)
-    labeller = PseudoLabeller(teacher, config)
-    labelled, record = [], {}
-    for sample in tqdm(samples, desc="teacher labels for real images", unit="image", mininterval=5):
-        image, _, modality = load_sample(sample)
-        labels = labeller.label(normalise_intensity(image.pixels, modality, hounsfield=image.hounsfield))
-        count = int(labels.max())
-        record[sample.id] = count
-        if count:
-            mask = out / "masks" / f"{sample.id}.png"
-            write_mask_png(mask, labels)
-            labelled.append(replace(sample, mask=mask, objects={k: "teacher" for k in range(1, count + 1)}))
-    atomic_write_text(out / "pseudo_labels.json", json.dumps({"teacher": labeller.cache.identity, "objects": record,
-                                                              "config": config.__dict__ if config else {}}, indent=2))
-    return labelled
+    labeller = PseudoLabeller(teacher, config, cache=cache)
+    settings = asdict(labeller.config)
+    identity = teacher_identity(teacher)
+    record_path = out / "pseudo_labels.json"
+    record = _read_record(record_path)
+    if record.get("teacher") != identity or record.get("config") != settings or \
+            set(record.get("objects", {})) != {sample.id for sample in samples}:
+        record = {"teacher": identity, "config": settings, "objects": {}}
+        for sample in tqdm(samples, desc="teacher labels for real images", unit="image", mininterval=5):
+            image, _, modality = load_sample(sample)
+            labels = labeller.label(normalise_intensity(image.pixels, modality, hounsfield=image.hounsfield))
+            record["objects"][sample.id] = int(labels.max())
+            if labels.max():
+                write_mask_png(out / "masks" / f"{sample.id}.png", labels)
+        atomic_write_text(record_path, json.dumps(record, indent=2))
+    return [replace(sample, mask=out / "masks" / f"{sample.id}.png",
+                    objects={k: "teacher" for k in range(1, record["objects"][sample.id] + 1)})
+            for sample in samples if record["objects"][sample.id]]
+
+
+def _read_record(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -50,16 +51,18 @@ class EmbeddingCache:
         path = self._path(model_input)
         try:
             array = np.load(path, allow_pickle=False)
-        except (OSError, ValueError):  # absent, or damaged by something else: computed again
+        except (OSError, ValueError, EOFError):  # absent, or damaged by something else: computed again
             self.misses += 1
             return None
         self.hits += 1
         return torch.from_numpy(array.astype(np.float32))
 
-    def put(self, model_input: torch.Tensor, embedding: torch.Tensor) -> None:
-        """Store an embedding [1, C, h, w] as float16."""
+    def put(self, model_input: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+        """Store an embedding [1, C, h, w] as float16; returns what ``get`` will return (a cold run and a warm
+        one then compute with the same values)."""
         array = embedding.detach().to("cpu", torch.float16).numpy()
         atomic_write(self._path(model_input), lambda tmp: np.save(tmp, array, allow_pickle=False))
+        return torch.from_numpy(array.astype(np.float32))
 
 
 def onnx_encoder(teacher: nn.Module, root: str | os.PathLike[str] | None = None
@@ -77,11 +80,18 @@ def onnx_encoder(teacher: nn.Module, root: str | os.PathLike[str] | None = None
     folder = Path(root or cache_root()) / "teacher-encoders" / teacher_identity(teacher)[:16]
     path = folder / "encoder.onnx"
     if not path.is_file():  # exported into a scratch folder renamed into place: never half a graph in the cache
-        scratch = folder.parent / f".tmp-{os.getpid()}-{folder.name}"
-        shutil.rmtree(scratch, ignore_errors=True)
-        export_reference_onnx(teacher, scratch, graphs=("encoder",))
-        shutil.rmtree(folder, ignore_errors=True)
-        scratch.replace(folder)
+        scratch = folder.parent / f".tmp-{os.getpid()}-{secrets.token_hex(4)}-{folder.name}"
+        try:
+            export_reference_onnx(teacher, scratch, graphs=("encoder",))
+            if folder.exists() and not path.is_file():  # a crashed export's leftovers
+                shutil.rmtree(folder, ignore_errors=True)
+            try:
+                os.rename(scratch, folder)
+            except OSError:
+                if not path.is_file():  # another process's export landed first: use it
+                    raise
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     run = onnxruntime_runner(path, threads=torch.get_num_threads())
 
     def encode(model_input: torch.Tensor) -> torch.Tensor:

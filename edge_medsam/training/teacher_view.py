@@ -118,7 +118,7 @@ class TeacherView:
             if not teacher.decodes_multiscale:
                 features = TeacherFeatures(features.embedding, [])
             if disk is not None:
-                disk.put(frame, features.embedding)
+                features = TeacherFeatures(disk.put(frame, features.embedding).to(images.device), [])
         if self._cache is not None:
             self._cache[key] = _moved(features, "cpu", torch.float16)
         return teacher, _moved(features, images.device, torch.float32)
