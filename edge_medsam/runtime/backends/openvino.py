@@ -97,7 +97,9 @@ class OpenVinoBackend(Backend):
         check_graph_io(bundle, graph, path, _ports(compiled.inputs), _ports(compiled.outputs))
         self._device = device
         request = compiled.create_infer_request()
-        ports = {port.get_any_name(): port for port in compiled.outputs}
+        # Under each of their names: read from ONNX, a tensor can carry several (an output that is also an
+        # intermediate value), and get_any_name() may pick another one than the contract's.
+        ports = {name: port for port in compiled.outputs for name in port.get_names()}
         names = output_names(graph)
 
         def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
