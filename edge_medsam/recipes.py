@@ -82,10 +82,13 @@ class TeacherSection:
 
 @dataclass
 class StudentSection:
-    """The student architecture: a preset name and optional overrides."""
+    """The student architecture: a preset name and optional overrides. ``inherit``: the student's prompt encoder
+    and decoder start as the teacher's (a SAM-family teacher with the student's decoder shape: preset "lite"), and
+    its encoder learns the teacher's embedding space (``edge_medsam.models.student.inherit``)."""
 
     preset: str = "tiny"
     overrides: dict[str, Any] = field(default_factory=dict)
+    inherit: bool = False
 
 
 @dataclass

@@ -60,7 +60,7 @@ class DecoderGraph(nn.Module):
 
 def graph_dims(config: StudentConfig) -> dict[str, int]:
     """Values of the symbolic sizes in ENCODER_IO / DECODER_IO for a student configuration."""
-    g = config.image_size // 16
+    g = config.grid
     return {"S": config.image_size, "g": g, "2g": 2 * g, "4g": 4 * g, "D": config.embed_dim, "C": config.skip_dim,
             "M": config.modality_slots, "K": config.num_masks}
 

@@ -19,6 +19,7 @@ from edge_medsam.engine.trainer import TrainConfig, Trainer
 from edge_medsam.errors import EdgeMedSAMError
 from edge_medsam.models.files import load_model, save_model
 from edge_medsam.models.student import EdgeStudent, StudentConfig, student_preset
+from edge_medsam.models.student.inherit import embedding_scale, inherit_sam_decoder
 from edge_medsam.models.teachers import build_sam, load_teacher
 from edge_medsam.preprocess import PreprocessConfig
 from edge_medsam.recipes import DataSection, DistillStageSection, StudentSection, TeacherSection
@@ -121,7 +122,17 @@ def distill_student(section: StudentSection, stages: list[DistillStageSection], 
     with torch.random.fork_rng():
         torch.manual_seed(seed)  # the same recipe and seed start from the same weights
         student = EdgeStudent(config)
-        model = DistillationModel(student, _teacher_dim(teacher) if teacher is not None else None)
+    scale = None
+    if section.inherit:
+        if teacher is None:
+            raise EdgeMedSAMError("student.inherit needs a teacher to inherit from", path=out_dir,
+                                  fix="set teacher.pretrained (e.g. litemedsam) or student.inherit: false")
+        inherit_sam_decoder(student, teacher)
+        scale = embedding_scale(teacher)
+        if scale is None or scale.shape[0] != config.embed_dim:
+            raise EdgeMedSAMError("the teacher's embedding does not end in a LayerNorm of the student's width",
+                                  path=out_dir, fix="inherit from a SAM-family teacher such as litemedsam")
+    model = DistillationModel(student, _teacher_dim(teacher) if teacher is not None else None, scale)
     data_config = PreprocessConfig(size=config.image_size)
     published = cache_embeddings and teacher is not None and getattr(teacher, "weights", None) is not None
     view = TeacherView(teacher, data_config, disk_cache=published) if teacher is not None else None

@@ -15,6 +15,7 @@ from edge_medsam.data.prompt_batch import pack_prompts
 from edge_medsam.data.prompts import points_from_errors
 from edge_medsam.engine.trainer import StepContext
 from edge_medsam.models.student import EdgeStudent
+from edge_medsam.models.student.inherit import is_inherited
 from edge_medsam.models.teachers.base import best_mask
 from edge_medsam.training.losses import (
     embedding_distillation,
@@ -47,16 +48,24 @@ class DistillConfig:
     max_objects: int = 4
     box_prob: float = 0.5
     encoder_lr_scale: float = 0.1  # decoder stage: the encoder keeps learning, slowly (0 freezes it)
+    inherited_lr_scale: float = 1.0  # decoder stage: prompt encoder and decoder weights inherited from the teacher
 
 
 class DistillationModel(nn.Module):
-    """What the engine trains: the student plus a 1x1 projection of its embedding onto the teacher's width."""
+    """What the engine trains: the student plus a 1x1 projection of its embedding onto the teacher's width.
 
-    def __init__(self, student: EdgeStudent, teacher_dim: int | None):
+    ``target_scale`` [D] (a student whose decoder is inherited: no projection, its embedding is the teacher's
+    space) measures embedding errors per channel in units of the teacher's scale; ``inherited`` marks that
+    student, whose inherited parameters the decoder stage trains at ``inherited_lr_scale``.
+    """
+
+    def __init__(self, student: EdgeStudent, teacher_dim: int | None, target_scale: torch.Tensor | None = None):
         super().__init__()
         self.student = student
         dim = student.config.embed_dim
-        self.projector = nn.Conv2d(dim, teacher_dim, 1) if teacher_dim else nn.Identity()
+        self.inherited = target_scale is not None
+        self.projector = nn.Conv2d(dim, teacher_dim, 1) if teacher_dim and not self.inherited else nn.Identity()
+        self.register_buffer("target_scale", target_scale, persistent=False)
 
 
 def stage_param_groups(model: DistillationModel, config: DistillConfig, lr: float) -> list[dict[str, Any]]:
@@ -73,8 +82,10 @@ def stage_param_groups(model: DistillationModel, config: DistillConfig, lr: floa
         groups = [{"params": [p for p in encoder if id(p) in modality_ids]},
                   {"params": list(model.projector.parameters()), "lr": lr * 0.1}]
     else:
-        rest = [p for name, p in student.named_parameters() if not name.startswith("encoder.")]
-        groups = [{"params": rest}]
+        rest = [(name, p) for name, p in student.named_parameters() if not name.startswith("encoder.")]
+        kept = {name for name, _ in rest if model.inherited and is_inherited(name)}
+        groups = [{"params": [p for name, p in rest if name not in kept]},
+                  {"params": [p for name, p in rest if name in kept], "lr": lr * config.inherited_lr_scale}]
         if config.encoder_lr_scale > 0:
             groups.append({"params": encoder, "lr": lr * config.encoder_lr_scale})
     for group in groups:
@@ -110,6 +121,9 @@ class StudentDistillTask:
                 target = self.teacher.embeddings(batch, images, modality)
                 projected = model.projector(features.embedding)
                 target = _match_grid(target, projected.shape[-2:])
+                if model.target_scale is not None:
+                    scale = model.target_scale.view(1, -1, 1, 1)
+                    projected, target = projected / scale, target / scale
                 out["embed"] = embedding_distillation(projected, target, self.config.cosine_weight)
                 losses.append(self.config.embed_weight * out["embed"])
                 out["modality_ce"] = F.cross_entropy(features.modality_logits.float(), modality)

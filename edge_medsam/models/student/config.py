@@ -9,12 +9,16 @@ from edge_medsam.errors import EdgeMedSAMError
 from edge_medsam.modalities import MODALITIES
 from edge_medsam.runtime.manifest import LEGACY_PROMPTED_WEIGHT
 
+EMBEDDING_STRIDES = (8, 16)
+
 
 @dataclass(frozen=True)
 class StudentConfig:
     """Architecture of the edge student; stored in checkpoints and bundle manifests.
 
     ``modality_slots`` may exceed the registry so new modalities can be added later without a new trunk.
+    ``embedding_stride``: input pixels per embedding cell, 16 or 8. At 8 the embedding is 32 x 32 at 256 input,
+    the grid on which a SAM decoder inherited from a teacher keeps most of its accuracy (see ``inherit``).
     ``prompted_self_prompt_weight``: the self-prompt's weight when decoding user-prompted objects (boxes, points).
     One decoder does two tasks that look alike to it: "segment the object at this click" and "correct the whole
     automatic foreground with this click"; the weight tells them apart (correcting the automatic mask uses 1).
@@ -31,6 +35,20 @@ class StudentConfig:
     modality_slots: int = len(MODALITIES)
     skip_dim: int = 32
     prompted_self_prompt_weight: float = 0.0
+    embedding_stride: int = 16
+
+    def __post_init__(self) -> None:
+        if self.embedding_stride not in EMBEDDING_STRIDES:
+            raise EdgeMedSAMError(f"embedding stride {self.embedding_stride} is not supported",
+                                  fix=f"use one of {EMBEDDING_STRIDES}")
+        if self.image_size % 32:
+            raise EdgeMedSAMError(f"student input size {self.image_size} is not a multiple of 32",
+                                  fix="use a multiple of 32 (the trunk's deepest stride)")
+
+    @property
+    def grid(self) -> int:
+        """Side g of the image embedding (masks come at 4g)."""
+        return self.image_size // self.embedding_stride
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form."""
@@ -50,6 +68,9 @@ class StudentConfig:
 PRESETS: dict[str, StudentConfig] = {
     # Shipped demo and CPU quickstart: a few MB, tens of milliseconds on two cores.
     "tiny": StudentConfig(),
+    # The CPU student distilled from LiteMedSAM: its embedding lives in the teacher's space (256 channels) on a
+    # 32 x 32 grid, and its prompt encoder and decoder start as the teacher's (same widths, depth and heads).
+    "lite": StudentConfig(embed_dim=256, decoder_heads=8, decoder_mlp_dim=2048, num_masks=4, embedding_stride=8),
     # The full student trained on GPU: wider trunk and decoder.
     "base": StudentConfig(trunk="efficientvit_b1", embed_dim=256, decoder_heads=8, decoder_mlp_dim=1024,
                           adapter_rank=16),
@@ -60,7 +81,7 @@ PRESETS: dict[str, StudentConfig] = {
 
 
 def student_preset(name: str) -> StudentConfig:
-    """A named configuration ("tiny", "base", "base512")."""
+    """A named configuration ("tiny", "lite", "base", "base512")."""
     if name not in PRESETS:
         raise EdgeMedSAMError(f"unknown student preset {name!r}", fix=f"use one of {', '.join(PRESETS)}")
     return PRESETS[name]

@@ -1,10 +1,12 @@
-"""QDMD, the query-decoupled modality decoder: SAM's two-way transformer with per-modality mask query tokens
-and per-modality output heads (gathered by the modality index), a shared quality (IoU) head, and an
-upsampling path that brings back the trunk's stride-8 and stride-4 detail."""
+"""QDMD, the query-decoupled modality decoder: SAM's mask decoder with per-modality mask query tokens and
+per-modality last hypernetwork layers (gathered by the modality index), a shared quality (IoU) head, and skip
+maps added to SAM's two upsamplings. Laid out as SAM's, so a SAM decoder of the same widths loads into it
+(``edge_medsam.models.student.inherit``): with zero skips it computes what that decoder computes."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from segment_anything.modeling.mask_decoder import MLP
 from segment_anything.modeling.transformer import TwoWayTransformer
 from torch import nn
@@ -31,7 +33,8 @@ class ModalityDecoder(nn.Module):
         self.up2 = nn.ConvTranspose2d(up1, up2, 2, stride=2)
         self.skip2 = nn.Conv2d(config.skip_dim, up2, 1)
         self.act = nn.GELU()
-        self.hyper_trunk = MLP(d, d, d, 2)
+        # SAM's per-mask-token hypernetwork MLP (d → d → d → up2), its last layer per modality.
+        self.hyper_trunk = nn.ModuleList(MLP(d, d, d, 2) for _ in range(k))
         self.hyper_heads = nn.Parameter(torch.randn(slots, k, d, up2) * d**-0.5)  # per-modality output heads
         self.hyper_bias = nn.Parameter(torch.zeros(slots, k, up2))
         self.iou_head = MLP(d, d, k, 3)
@@ -49,7 +52,7 @@ class ModalityDecoder(nn.Module):
         src = src.transpose(1, 2).reshape(b, c, h, w)
         x = self.act(self.norm1(self.up1(src) + self.skip1(skip8)))
         x = self.act(self.up2(x) + self.skip2(skip4))
-        mask_tokens = self.hyper_trunk(hs[:, 1 : 1 + self.num_masks, :])  # [N, K, D]
+        mask_tokens = torch.stack([F.relu(mlp(hs[:, 1 + i, :])) for i, mlp in enumerate(self.hyper_trunk)], dim=1)
         hyper = torch.einsum("nkd,nkdc->nkc", mask_tokens, self.hyper_heads[modality]) + self.hyper_bias[modality]
         _, cu, hu, wu = x.shape
         masks = torch.bmm(hyper, x.reshape(n, cu, hu * wu)).reshape(n, self.num_masks, hu, wu)

@@ -22,15 +22,19 @@ AUTO_MODALITY = -1
 class EncoderOutput:
     """Everything the decoder and the self-prompt need from one image (all batch-first tensors)."""
 
-    embedding: torch.Tensor  # [B, D, g, g], g = S / 16
-    skip8: torch.Tensor  # [B, skip, 2g, 2g]
-    skip4: torch.Tensor  # [B, skip, 4g, 4g]
+    embedding: torch.Tensor  # [B, D, g, g], g = S / embedding_stride
+    skip8: torch.Tensor  # [B, skip, 2g, 2g] (stride 8 of a stride-16 embedding, stride 4 of a stride-8 one)
+    skip4: torch.Tensor  # [B, skip, 4g, 4g] (stride 4, or stride 2 from the image itself)
     modality_logits: torch.Tensor  # [B, slots]
     modality: torch.Tensor  # [B] int64, the index used (given, or recognised where the input was -1)
 
 
 class SemiSharedEncoder(nn.Module):
-    """Shared trunk (stride 4/8/16/32 stages) + per-modality parameters from the stride-16 stage on."""
+    """Shared trunk (stride 4/8/16/32 stages) + per-modality parameters from the stride-16 stage on.
+
+    The stride-8, -16 and -32 features are fused on the embedding grid (stride 16, or 8 for a finer grid); the
+    decoder's two upsamplings get skip maps at 2g and 4g (at stride 8 the finer one is a convolution of the image).
+    """
 
     def __init__(self, config: StudentConfig, pretrained: bool = False):
         super().__init__()
@@ -51,14 +55,16 @@ class SemiSharedEncoder(nn.Module):
         self.modality_head = nn.Sequential(
             nn.Conv2d(c8, 64, 3, stride=2, padding=1), nn.GELU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
             nn.Linear(64, slots))
-        self.proj8 = nn.Conv2d(c8, d, 3, stride=2, padding=1)
+        self.grid_stride = config.embedding_stride
+        fine = self.grid_stride == 8
+        self.proj8 = nn.Conv2d(c8, d, 1) if fine else nn.Conv2d(c8, d, 3, stride=2, padding=1)
         self.proj16 = nn.Conv2d(c16, d, 1)
         self.proj32 = nn.Conv2d(c32, d, 1)
         self.fuse = nn.Sequential(nn.Conv2d(d, d, 3, padding=1, bias=False), LayerNorm2d(d))
         self.adapter = ModalityLowRank(slots, d, config.adapter_rank)
         self.out = nn.Sequential(nn.Conv2d(d, d, 1, bias=False), LayerNorm2d(d))
-        self.skip8 = nn.Conv2d(c8, config.skip_dim, 1)
-        self.skip4 = nn.Conv2d(c4, config.skip_dim, 1)
+        self.skip8 = nn.Conv2d(c4 if fine else c8, config.skip_dim, 1)
+        self.skip4 = nn.Conv2d(3, config.skip_dim, 3, stride=2, padding=1) if fine else nn.Conv2d(c4, config.skip_dim, 1)
 
     def forward(self, image: torch.Tensor, modality: torch.Tensor) -> EncoderOutput:
         feats: dict[str, torch.Tensor] = {}
@@ -80,8 +86,14 @@ class SemiSharedEncoder(nn.Module):
                 x = self.film32(x, resolved)
             feats[stage] = x
         s4, s8, s16, s32 = feats["0"], feats["1"], feats["2"], feats["3"]
-        fused = self.proj16(s16) + self.proj8(s8) + F.interpolate(self.proj32(s32), size=s16.shape[-2:],
-                                                                     mode="bilinear", align_corners=False)
+        grid = (s8 if self.grid_stride == 8 else s16).shape[-2:]
+        fused = self.proj8(s8) + _resized(self.proj16(s16), grid) + _resized(self.proj32(s32), grid)
         embedding = self.out(self.adapter(self.fuse(fused), resolved))
         assert logits is not None
+        if self.grid_stride == 8:
+            return EncoderOutput(embedding, self.skip8(s4), self.skip4(image), logits, resolved)
         return EncoderOutput(embedding, self.skip8(s8), self.skip4(s4), logits, resolved)
+
+
+def _resized(x: torch.Tensor, size: torch.Size) -> torch.Tensor:
+    return x if x.shape[-2:] == size else F.interpolate(x, size=size, mode="bilinear", align_corners=False)

@@ -21,7 +21,7 @@ class EdgeStudent(nn.Module):
     def __init__(self, config: StudentConfig, pretrained_trunk: bool = False):
         super().__init__()
         self.config = config
-        grid = config.image_size // 16
+        grid = config.grid
         self.encoder = SemiSharedEncoder(config, pretrained=pretrained_trunk)
         self.sppg = SelfPromptGenerator(config.embed_dim)
         self.prompt_encoder = PromptEncoder(config.embed_dim, config.image_size, grid)

@@ -30,11 +30,11 @@ class PromptEncoder(nn.Module):
         self.grid = grid
         self.pe_layer = PositionEmbeddingRandom(dim // 2)
         self.label_embed = nn.Embedding(5, dim)  # rows: pad, negative, positive, box top-left, box bottom-right
-        hidden = max(dim // 16, 4)
-        self.mask_downscaling = nn.Sequential(
-            nn.Conv2d(1, hidden, 2, stride=2), LayerNorm2d(hidden), nn.GELU(),
-            nn.Conv2d(hidden, hidden * 4, 2, stride=2), LayerNorm2d(hidden * 4), nn.GELU(),
-            nn.Conv2d(hidden * 4, dim, 1))
+        mask_chans = max(dim // 16, 4)  # SAM: 16 for 256 channels
+        self.mask_downscaling = nn.Sequential(  # SAM's layout, so a SAM prompt encoder loads into it
+            nn.Conv2d(1, mask_chans // 4, 2, stride=2), LayerNorm2d(mask_chans // 4), nn.GELU(),
+            nn.Conv2d(mask_chans // 4, mask_chans, 2, stride=2), LayerNorm2d(mask_chans), nn.GELU(),
+            nn.Conv2d(mask_chans, dim, 1))
         self.spatial = SpatialPromptEncoder(dim, image_size, grid)
 
     def dense_pe(self) -> torch.Tensor:
