@@ -19,7 +19,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import BytesLengthException, InvalidDicomError
-from pydicom.pixels import apply_color_lut, apply_modality_lut
+from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from edge_medsam.errors import InputError
@@ -129,18 +129,28 @@ def frame_attributes(ds: Dataset, index: int) -> Dataset:
     return flat
 
 
+def _decode_fix(ds: Dataset) -> str:
+    """What to do when pixel data does not decode: depends on whether pydicom has a working decoder for it."""
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is None or not syntax.is_compressed:
+        return _TRUNCATED_FIX
+    try:
+        decoder = get_decoder(syntax)
+    except NotImplementedError:
+        return (f"pydicom has no decoder for {syntax.name} ({syntax}); export the image uncompressed or in a "
+                "JPEG, JPEG-LS, JPEG 2000 or RLE transfer syntax (e.g. dcmdjpeg, gdcmconv --raw)")
+    if not decoder.is_available:
+        return (f"install the decoders for {syntax.name}: pip install 'edge-medsam[runtime]' (pylibjpeg, "
+                "pylibjpeg-libjpeg, pylibjpeg-openjpeg, pylibjpeg-rle)")
+    return f"the {syntax.name} stream is damaged or cut short; export the file again from the archive"
+
+
 def decode(ds: Dataset, path: PathLike) -> np.ndarray:
     """Decode the pixel data: (rows, cols[, 3]) for one frame, (frames, rows, cols[, 3]) for several; YBR → RGB."""
     try:
         return ds.pixel_array
     except DICOM_ERRORS as err:
-        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        if syntax is not None and syntax.is_compressed:
-            fix = ("if the file is complete, install a decoder (pip install pylibjpeg pylibjpeg-libjpeg "
-                   f"pylibjpeg-openjpeg) or decompress it (gdcmconv --raw); transfer syntax: {syntax.name}")
-        else:
-            fix = _TRUNCATED_FIX
-        raise not_readable(path, f"the DICOM pixel data cannot be decoded ({err})", fix=fix) from err
+        raise not_readable(path, f"the DICOM pixel data cannot be decoded ({err})", fix=_decode_fix(ds)) from err
 
 
 def _first(value: Any) -> float:
