@@ -191,7 +191,7 @@ def test_cli_reports_a_bad_prompt_or_option_in_one_line(kind: Kind, tmp_path: Pa
     code, records, lines = predict(capsys, bundle, tmp_path / "out", [image], *kind.args)
     assert code == 1 and records[str(image)]["status"] == "error"
     assert_one_line(lines, image)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["summary.jsonl"]  # no half-made mask
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["predict.log", "summary.jsonl"]  # no half-made mask
 
 
 @pytest.mark.parametrize("kind", MASK_KINDS, ids=str)

@@ -1,14 +1,15 @@
 """`edge-medsam predict`: segment images, DICOM series, NIfTI volumes and MedSAM .npz cases with a bundle (no torch).
 
-Each input gets a one-line JSON summary (stage latencies, modality, objects) on stdout and in
+Each input gets a one-line JSON summary (stage latencies, modality, objects, library warnings) on stdout and in
 ``OUT/summary.jsonl``. An input that fails gets a one-line error and the batch goes on; the exit code is 1
-when any input failed.
+when any input failed. Library warnings go to ``OUT/predict.log``, not to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -16,16 +17,18 @@ from typing import Any
 
 import numpy as np
 
+from edge_medsam.cli.remarks import held_remarks, log_file
 from edge_medsam.errors import EdgeMedSAMError, InputError
 from edge_medsam.runtime.backends import BACKEND_CHOICES
 from edge_medsam.runtime.bundle import DEMO_BUNDLE
 from edge_medsam.runtime.inputs import LoadedInput, discover_inputs, load_input
 from edge_medsam.runtime.manifest import PRECISIONS
-from edge_medsam.runtime.outputs import OUTPUT_FORMATS, output_format, output_path, write_labels
+from edge_medsam.runtime.outputs import OUTPUT_FORMATS, output_format, write_output
 from edge_medsam.runtime.predictor import Predictor
 from edge_medsam.runtime.volume import DEFAULT_CACHE, DEFAULT_MARGIN, SlicePrompt, VolumeSegmenter
 
 SUMMARY = "summary.jsonl"
+LOG = "predict.log"
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -38,7 +41,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--bundle", type=Path, help="bundle folder or .zip (default: the shipped demo bundle)")
     parser.add_argument("--out", type=Path, required=True, help="folder for the masks and summary.jsonl")
     parser.add_argument("--format", default="auto", choices=OUTPUT_FORMATS,
-                        help="auto: npz for .npz cases, png for 2D, dicom-seg for DICOM volumes, nifti otherwise")
+                        help="auto: npz for .npz cases, png for 2D, dicom-seg for DICOM volumes, nifti otherwise; "
+                             "dicom-seg also for 2D DICOM images (nifti or png where the source cannot have one)")
     parser.add_argument("--backend", default="auto", choices=BACKEND_CHOICES)
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
     parser.add_argument("--device", help="cpu, cuda[:N] (ONNX Runtime / TensorRT); CPU, GPU, NPU, AUTO (OpenVINO)")
@@ -155,22 +159,32 @@ def process(predictor: Predictor, path: Path, args: argparse.Namespace, taken: s
     fmt = output_format(args.format, loaded)
     done = _segment_volume(predictor, loaded, args) if loaded.is_3d else _segment_image(predictor, loaded, args)
     labels = done.pop("labels")
-    target = output_path(args.out, loaded, fmt, taken)
     begin = time.perf_counter()
     names = {o["label"]: f"object {o['label']}" for o in done["objects"]}
-    written = write_labels(target, labels, loaded, fmt, names)
+    written, fmt, note = write_output(args.out, labels, loaded, fmt, names, taken)
     latency = {"read": read_ms, **{k: v for k, v in done.pop("latency_ms").items() if k != "read"},
                "write": (time.perf_counter() - begin) * 1e3, "total": (time.perf_counter() - start) * 1e3}
     shape = loaded.volume.shape if loaded.volume is not None else loaded.image.shape
     return {"input": str(path), "status": "ok", "output": str(written), "format": fmt,
             "kind": "3d" if loaded.is_3d else "2d", "shape": list(shape), **done,
-            "latency_ms": {k: round(v, 2) for k, v in latency.items()}}
+            "latency_ms": {k: round(v, 2) for k, v in latency.items()}, **({"note": note} if note else {})}
 
 
 def _one_line(err: Exception, path: Path) -> str:
     if isinstance(err, EdgeMedSAMError):
         return str(err if err.path is not None else err.with_path(path))
     return f"{path}: unexpected {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}".rstrip(": ")
+
+
+def _report(record: dict[str, Any], remarks: list[str], path: Path, log: logging.Logger) -> None:
+    """Library remarks go to the log and the summary; a mask written in another format than asked gets one line."""
+    for remark in remarks:
+        log.warning("%s", remark if str(path) in remark else f"{path}: {remark}")
+    if remarks:
+        record["warnings"] = remarks
+    if "note" in record:
+        print(f"edge-medsam: warning: {path}: {record['note']}", file=sys.stderr)
+        log.warning("%s: %s", path, record["note"])
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -184,15 +198,18 @@ def run_predict(args: argparse.Namespace) -> int:
 
     failed, taken = 0, set()
     common = {"bundle": predictor.bundle.name, "backend": predictor.backend.describe(), "precision": args.precision}
-    with open(args.out / SUMMARY, "w", encoding="utf-8") as summary:
+    with open(args.out / SUMMARY, "w", encoding="utf-8") as summary, log_file(args.out / LOG, __name__) as log:
         for path in tqdm(inputs, desc="predict", unit="input", disable=True if args.quiet else None, file=sys.stderr):
-            try:
-                record = {**process(predictor, path, args, taken), **common}
-            except Exception as err:  # one bad input must not stop a hospital batch; the error is reported
-                failed += 1
-                line = _one_line(err, path)
-                print(f"edge-medsam: error: {line}", file=sys.stderr)
-                record = {"input": str(path), "status": "error", "error": line, **common}
+            with held_remarks() as remarks:
+                try:
+                    record = {**process(predictor, path, args, taken), **common}
+                except Exception as err:  # one bad input must not stop a hospital batch; the error is reported
+                    failed += 1
+                    line = _one_line(err, path)
+                    print(f"edge-medsam: error: {line}", file=sys.stderr)
+                    log.error(line)
+                    record = {"input": str(path), "status": "error", "error": line, **common}
+            _report(record, remarks, path, log)
             summary.write(json.dumps(record) + "\n")
             summary.flush()
             if not args.quiet:

@@ -23,6 +23,7 @@ from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from edge_medsam.errors import InputError
+from edge_medsam.io.dicom_header import drop_malformed
 from edge_medsam.io.files import (
     PathLike,
     check_finite,
@@ -78,6 +79,7 @@ def read_dataset(path: PathLike) -> Dataset:
             implicit, little = ds.original_encoding
             ds.file_meta.TransferSyntaxUID = (ImplicitVRLittleEndian if implicit else
                                               ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+        drop_malformed(ds, p)
         return ds
 
 
@@ -370,7 +372,8 @@ def read_dicom_image(path: PathLike, limits: ReadLimits | None = None) -> Image2
         meta = {"format": "dicom", "dicom_modality": code, **frame.info,
                 "sop_instance_uid": str(ds.get("SOPInstanceUID", ""))}
         return Image2D(pixels=np.ascontiguousarray(frame.values), path=p, spacing=pixel_spacing(attrs),
-                       modality=modality, hounsfield=hounsfield, window=frame.window, meta=meta)
+                       modality=modality, hounsfield=hounsfield, window=frame.window, meta=meta,
+                       source=[drop_pixels(ds)])
 
 
 def volume_from_frames(frames: Sequence[Frame], attrs: Sequence[Dataset], fallback: Sequence[int | None],

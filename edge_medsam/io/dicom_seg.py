@@ -1,7 +1,9 @@
-"""DICOM-SEG (highdicom): write labels as a Segmentation that references the source series, and read it back.
+"""DICOM-SEG (highdicom): write labels as a Segmentation that references the source series or image, and read it back.
 
 BINARY segmentations are written: every DICOM viewer and PACS that shows SEG reads them (LABELMAP, new in
 2024, is not yet widely supported). One segment per label value, AUTOMATIC, algorithm "edge-medsam".
+A source without a Frame of Reference (secondary capture, some ultrasound) is referenced by SOP instance only;
+highdicom writes that for single-frame sources.
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ from edge_medsam.errors import InputError
 from edge_medsam.io.dicom import dicom_errors, read_dataset
 from edge_medsam.io.files import PathLike, atomic_write, existing_file
 from edge_medsam.io.masks import label_array
-from edge_medsam.io.types import Volume
+from edge_medsam.io.types import Image2D, Volume
 
 _SEG_SERIES_NUMBER = 1000  # derived series sort after the acquired ones in viewers
 # Type 2 attributes (present, may be empty) that highdicom copies from the source; anonymisers often delete them.
 _TYPE2 = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID", "StudyDate",
           "StudyTime", "ReferringPhysicianName")
-_SOURCE_FIX = "give a series as the scanner exported it (study, series and frame-of-reference UIDs present)"
+_SOURCE_FIX = ("give the images as the scanner exported them (study, series and frame-of-reference UIDs present), "
+               "or write NIfTI / PNG")
 
 
 def _complete(ds: Dataset) -> Dataset:
@@ -39,18 +42,20 @@ def _complete(ds: Dataset) -> Dataset:
     return ds
 
 
-def _source_datasets(reference: Volume, path: PathLike) -> list[Dataset]:
+def _source_datasets(reference: Volume | Image2D, path: PathLike) -> list[Dataset]:
     source = reference.source
     if not source or not all(isinstance(ds, Dataset) and "SOPInstanceUID" in ds for ds in source):
-        raise InputError(f"the reference volume was not read from DICOM (it came from {reference.path}), so a "
+        raise InputError(f"the reference was not read from DICOM (it came from {reference.path}), so a "
                          "DICOM-SEG has no images to reference", path=path,
-                         fix="read the DICOM series with read_volume and give that volume, or write NIfTI with "
-                             "write_nifti_labels instead")
+                         fix="read the DICOM series or image with read_volume / read_image and give that, or write "
+                             "NIfTI (write_nifti_labels) or PNG (write_mask_png) instead")
     return list(source)
 
 
-def _frames(labels: np.ndarray, reference: Volume, source: list[Dataset]) -> np.ndarray:
-    """Labels (i, j, k) → frames (frame, rows, cols) in the order of the source images or source frames."""
+def _frames(labels: np.ndarray, reference: Volume | Image2D, source: list[Dataset]) -> np.ndarray:
+    """Labels (i, j, k), or an image's (rows, cols) → frames (frame, rows, cols) in the order of the source."""
+    if isinstance(reference, Image2D):
+        return labels[None]
     by_slice = labels.transpose(2, 1, 0)
     if len(source) > 1:
         return by_slice  # single-frame images, already sorted into k order
@@ -88,8 +93,10 @@ def _segmentation(source: list[Dataset], frames: np.ndarray, descriptions: list[
     )
 
 
-def write_dicom_seg(path: PathLike, labels: np.ndarray, reference: Volume, segment_names: dict[int, str]) -> Path:
-    """Write an (i, j, k) label map on ``reference`` (a Volume read from DICOM) as a DICOM-SEG file, atomically.
+def write_dicom_seg(path: PathLike, labels: np.ndarray, reference: Volume | Image2D, segment_names: dict[int, str]
+                    ) -> Path:
+    """Write a label map on ``reference`` (a Volume's (i, j, k) grid or an Image2D's (rows, cols), read from DICOM)
+    as a DICOM-SEG file, atomically.
 
     Labels without a name are called "segment N"; every SOP instance of the source series is referenced.
     """
@@ -97,14 +104,14 @@ def write_dicom_seg(path: PathLike, labels: np.ndarray, reference: Volume, segme
     arr = label_array(labels, path, max_label=0xFFFF)
     if arr.shape != reference.shape:
         raise InputError(f"labels of shape {arr.shape} do not match the reference volume {reference.shape}",
-                         path=path, fix="give one label per voxel of the volume they were predicted on")
+                         path=path, fix="give one label per pixel of the image or volume they were predicted on")
     descriptions = _descriptions(arr, segment_names, path)
     try:
         seg = _segmentation([_complete(ds) for ds in source], _frames(arr, reference, source), descriptions,
                             omit_empty=bool(arr.any()))
     except (AttributeError, ValueError, TypeError, KeyError) as err:  # what highdicom raises for incomplete sources
-        raise InputError(f"the source DICOM cannot be referenced by a DICOM-SEG ({type(err).__name__}: {err})",
-                         path=path, fix=_SOURCE_FIX) from err
+        raise InputError(f"the source DICOM cannot be referenced by a DICOM-SEG ({err})", path=path,
+                         fix=_SOURCE_FIX) from err
 
     def save(tmp: Path) -> None:
         seg.save_as(tmp)
@@ -112,8 +119,8 @@ def write_dicom_seg(path: PathLike, labels: np.ndarray, reference: Volume, segme
     return atomic_write(path, save)
 
 
-def read_dicom_seg(path: PathLike, reference: Volume) -> tuple[np.ndarray, dict[int, str]]:
-    """Read a DICOM-SEG as labels on the grid of ``reference`` (the series it segments) and the segment names."""
+def read_dicom_seg(path: PathLike, reference: Volume | Image2D) -> tuple[np.ndarray, dict[int, str]]:
+    """Read a DICOM-SEG as labels on the grid of ``reference`` (the series or image it segments) and the names."""
     p = existing_file(path)
     source = _source_datasets(reference, p)
     ds = read_dataset(p)
@@ -124,6 +131,9 @@ def read_dicom_seg(path: PathLike, reference: Volume) -> tuple[np.ndarray, dict[
         seg = hd.seg.Segmentation.from_dataset(ds, copy=False)
         names = {int(item.SegmentNumber): str(item.SegmentLabel) for item in seg.SegmentSequence}
     try:
+        if isinstance(reference, Image2D):
+            image = seg.get_pixels_by_source_instance([str(source[0].SOPInstanceUID)], combine_segments=True)
+            return np.ascontiguousarray(image[0]), names
         if len(source) > 1:
             frames = seg.get_pixels_by_source_instance([str(image.SOPInstanceUID) for image in source],
                                                        combine_segments=True)

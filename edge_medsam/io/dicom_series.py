@@ -31,6 +31,7 @@ from edge_medsam.io.dicom import (
     read_dicom_file_volume,
     volume_from_frames,
 )
+from edge_medsam.io.dicom_header import drop_malformed
 from edge_medsam.io.files import ZIP_ERRORS, PathLike, check_voxels, existing_file, resolve_limits
 from edge_medsam.io.types import ReadLimits, Volume
 
@@ -58,12 +59,16 @@ def _header(file: Path) -> Dataset | None:
         if not marked and file.suffix.lower() not in _DICOM_SUFFIXES:
             return None
         ds = pydicom.dcmread(file, stop_before_pixels=True, force=not marked)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # reading the chosen series' files repeats them
+            drop_malformed(ds, file)
         if "Rows" not in ds or "Columns" not in ds or str(ds.get("Modality", "")).upper() in ("SEG", "RTSTRUCT"):
             return None
         return ds
-    except DICOM_ERRORS:
+    except DICOM_ERRORS as err:
         if marked:
-            warnings.warn(f"{file}: skipped, the DICOM header cannot be read", stacklevel=4)
+            reason = err.problem if isinstance(err, InputError) else "the DICOM header cannot be read"
+            warnings.warn(f"{file}: skipped, {reason}", stacklevel=4)
         return None
 
 

@@ -51,6 +51,7 @@ class Image2D:
     units for CT when ``hounsfield`` is True, the scanner's rescaled values for other DICOM.
     ``spacing`` is (row, column) in mm where the file says it. ``modality`` is the modality name the file
     itself declares (DICOM Modality tag), if any. ``window`` is the file's display window (centre, width).
+    ``source`` keeps what a writer needs to reference the original (for DICOM: the dataset without its pixels).
     """
 
     pixels: np.ndarray
@@ -60,6 +61,7 @@ class Image2D:
     hounsfield: bool = False
     window: tuple[float, float] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    source: list[Any] = field(default_factory=list)
 
     @property
     def shape(self) -> tuple[int, int]:

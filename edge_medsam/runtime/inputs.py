@@ -8,6 +8,7 @@ series folders directly inside it.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,8 +34,9 @@ class LoadedInput:
 
     @property
     def from_dicom(self) -> bool:
-        """True when the volume came from DICOM (so a DICOM-SEG can reference it)."""
-        return self.volume is not None and self.volume.meta.get("format") == "dicom"
+        """True when the volume or image was read from DICOM with its headers (so a DICOM-SEG can reference it)."""
+        item = self.volume if self.volume is not None else self.image
+        return item is not None and item.meta.get("format") == "dicom" and bool(item.source)
 
     @property
     def stem(self) -> str:
@@ -82,7 +84,10 @@ def _nifti(path: Path, limits: ReadLimits | None) -> LoadedInput:
 
 def _dicom_file(path: Path, limits: ReadLimits | None) -> LoadedInput:
     dicom = optional_module("dicom")
-    if dicom.number_of_frames(dicom.read_dataset(path)) > 1:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the header's remarks come again from the read below
+        frames = dicom.number_of_frames(dicom.read_dataset(path))
+    if frames > 1:
         return LoadedInput(path, volume=read_volume(path, limits))
     return LoadedInput(path, image=read_image(path, limits))
 

@@ -1,5 +1,8 @@
 """Write a label map the way the input calls for: PNG (2D), NIfTI with the source affine, DICOM-SEG referencing
-the source series, or a MedSAM-on-Laptop .npz (``segs``) with the input's name."""
+the source series or image, or a MedSAM-on-Laptop .npz (``segs``) with the input's name.
+
+A DICOM-SEG that the source cannot have (no Frame of Reference on a multi-frame image, an IOD that needs one)
+is written as NIfTI (volumes) or PNG (2D) instead, with the reason: a finished segmentation is never lost."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from edge_medsam.runtime.inputs import LoadedInput
 
 OUTPUT_FORMATS = ("auto", "png", "nifti", "dicom-seg", "npz")
 _SUFFIX = {"png": "_seg.png", "nifti": "_seg.nii.gz", "dicom-seg": "_seg.dcm"}
+_NAMES = {"png": "PNG", "nifti": "NIfTI"}
 
 
 def output_format(requested: str, loaded: LoadedInput) -> str:
@@ -24,9 +28,12 @@ def output_format(requested: str, loaded: LoadedInput) -> str:
         if loaded.is_3d and requested == "png":
             raise InputError("a volume cannot be written as one PNG", path=loaded.path,
                              fix="use --format nifti, dicom-seg or npz for volumes")
-        if not loaded.is_3d and requested in ("nifti", "dicom-seg"):
-            raise InputError(f"a 2D image is written as PNG or npz, not {requested}", path=loaded.path,
-                             fix="use --format png or npz for 2D images")
+        if not loaded.is_3d and requested == "nifti":
+            raise InputError("a 2D image is written as PNG, npz or (from DICOM) DICOM-SEG, not nifti",
+                             path=loaded.path, fix="use --format png, npz or dicom-seg for 2D images")
+        if requested == "dicom-seg" and not loaded.from_dicom:
+            raise InputError("a DICOM-SEG references DICOM images, and this input is not DICOM", path=loaded.path,
+                             fix="use --format nifti or npz for volumes, png or npz for 2D images")
         return requested
     if loaded.case is not None:
         return "npz"
@@ -55,8 +62,20 @@ def write_labels(path: Path, labels: np.ndarray, loaded: LoadedInput, fmt: str, 
         assert loaded.volume is not None
         return write_nifti_labels(path, labels, loaded.volume)
     if fmt == "dicom-seg":
-        assert loaded.volume is not None
-        return write_dicom_seg(path, labels, loaded.volume, names)
+        return write_dicom_seg(path, labels, loaded.volume if loaded.is_3d else loaded.image, names)
     # The challenge's layout: (D, H, W) for volumes (Volume voxels are (i, j, k) = (W, H, D)).
     segs = labels.transpose(2, 1, 0) if loaded.is_3d else labels
     return write_laptop_npz(path, segs, loaded.case)
+
+
+def write_output(out_dir: Path, labels: np.ndarray, loaded: LoadedInput, fmt: str, names: dict[int, str],
+                 taken: set[Path]) -> tuple[Path, str, str | None]:
+    """Write ``labels`` in ``fmt`` into ``out_dir``: (path, format written, why it is not ``fmt`` or None)."""
+    try:
+        return write_labels(output_path(out_dir, loaded, fmt, taken), labels, loaded, fmt, names), fmt, None
+    except InputError as err:
+        if fmt != "dicom-seg":
+            raise
+        instead = "nifti" if loaded.is_3d else "png"
+        written = write_labels(output_path(out_dir, loaded, instead, taken), labels, loaded, instead, names)
+        return written, instead, f"{err.problem}; wrote the mask as {_NAMES[instead]} instead ({written})"
