@@ -48,7 +48,7 @@ class TeacherSegmenter(_TorchSegmenter):
     def __init__(self, teacher: Teacher, name: str | None = None):
         self.teacher = teacher.eval()
         self.name = name or teacher.profile.name
-        self.low_res_size = teacher.profile.preprocess.size // 4
+        self.low_res_size = getattr(teacher, "low_res_size", teacher.profile.preprocess.size // 4)
         self._features = None
 
     @torch.no_grad()
@@ -100,7 +100,7 @@ class StudentSegmenter(_TorchSegmenter):
         self.student = student.eval()
         self.name = name
         self.preprocess = preprocess or PreprocessConfig(size=student.config.image_size)
-        self.low_res_size = self.preprocess.size // 4
+        self.low_res_size = 4 * student.config.grid
         self._encoded = None
 
     @property

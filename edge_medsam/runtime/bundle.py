@@ -63,8 +63,10 @@ class Bundle:
 
     @property
     def low_res_size(self) -> int:
-        """Side of the decoder's mask logits (stride 4 of the input size)."""
-        return self.preprocess.size // 4
+        """Side of the decoder's mask logits: 4g as the manifest's dims give it (stride 4 of the input for a
+        stride-16 embedding, stride 2 for a stride-8 one); bundles without dims are stride 4."""
+        side = self.manifest.model.get("dims", {}).get("4g")
+        return int(side) if side is not None else self.preprocess.size // 4
 
     def has(self, graph: str, precision: str, fmt: str) -> bool:
         """True if the manifest lists (graph, precision, format)."""
