@@ -18,7 +18,7 @@ from benchmarks.timing import TimingPlan
 from edge_medsam.errors import InputError
 
 PRECISIONS = ("fp32", "fp16", "int8")
-STUDENT_PRESETS = ("tiny", "base", "base512")
+STUDENT_PRESETS = ("tiny", "lite", "base", "base512")
 
 
 @dataclass(frozen=True)

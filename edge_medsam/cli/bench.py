@@ -12,7 +12,7 @@ from typing import Any
 
 from edge_medsam.errors import EdgeMedSAMError, InputError
 
-PRESETS = ("tiny", "base", "base512")
+PRESETS = ("tiny", "lite", "base", "base512")
 
 
 def _csv(value: str) -> tuple[str, ...]:

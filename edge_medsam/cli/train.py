@@ -26,7 +26,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     distill.add_argument("--teacher", default=None,
                          help="teacher model file (teacher.pt or an official checkpoint), or 'litemedsam' for "
                               "LiteMedSAM's published weights (the real extra); default: the recipe's pretrained teacher")
-    distill.add_argument("--student", default=None, help="student preset (tiny, base, base512; overrides the recipe)")
+    distill.add_argument("--student", default=None, help="student preset (tiny, lite, base, base512; overrides the recipe)")
     distill.add_argument("--data", type=Path, default=None, help="dataset folder (overrides the recipe's data.root)")
     distill.add_argument("--out", type=Path, required=True, help="run folder (one sub-folder per stage, student.pt)")
     distill.add_argument("--resume", action="store_true", help="keep finished stages and resume the interrupted one")

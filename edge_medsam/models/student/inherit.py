@@ -43,7 +43,8 @@ def _check(student: EdgeStudent, teacher: nn.Module) -> None:
               "decoder_heads": transformer.layers[0].self_attn.num_heads,
               "decoder_mlp_dim": transformer.layers[0].mlp.lin1.out_features}
     wrong = {key: value for key, value in wanted.items() if getattr(config, key) != value}
-    if wrong or config.num_masks > decoder.num_mask_tokens or decoder.iou_prediction_head.layers[0].out_features != config.embed_dim:
+    iou_width = decoder.iou_prediction_head.layers[0].out_features
+    if wrong or config.num_masks > decoder.num_mask_tokens or iou_width != config.embed_dim:
         raise EdgeMedSAMError(f"the student's decoder does not have the teacher's shape (teacher: {wanted}, "
                               f"at most {decoder.num_mask_tokens} masks)",
                               fix="use the 'lite' student preset, or set these student overrides")
