@@ -333,3 +333,25 @@ def test_cli_exports_a_model_file_from_a_dataset_folder(tmp_path, student, capsy
     manifest = verify_bundle(tmp_path / "bundle")
     assert manifest.name == "student" and manifest.lineage["model_sha256"] == sha256_file(model)
     assert manifest.lineage["recipe"] == "test" and (tmp_path / "bundle.zip").stat().st_size > 0
+
+
+def test_a_stride_8_student_exports_and_refines_on_its_own_mask_grid(tmp_path):
+    """A student with a 32 x 32 embedding at 256 input (the lite layout, narrow here) gives 128 x 128 logits; the
+    runtime takes that grid from the manifest, so a click with the previous mask decodes (it once expected 64)."""
+    from edge_medsam.models.student import StudentConfig
+    from edge_medsam.runtime import Predictor
+
+    torch.manual_seed(0)
+    config = StudentConfig(embed_dim=64, decoder_heads=2, decoder_mlp_dim=128, embedding_stride=8)
+    out = tmp_path / "bundle"
+    export_student_bundle(EdgeStudent(config).eval(), out, _probes(0, 2), _probes(7, 2),
+                          ExportSettings(formats=("onnx",), precision=("fp32",), calib_count=2, eval_count=2),
+                          name="stride8-test", log=lambda line: None)
+    predictor = Predictor.from_bundle(out, backend="onnxruntime")
+    assert predictor.bundle.low_res_size == 4 * config.grid == 128
+    image = generate_sample("ct", 3, size=128).pixels
+    predictor.set_image(image, modality="ct")
+    first = predictor.predict(boxes=[[20, 20, 90, 100]])
+    assert first.low_res_logits.shape[-2:] == (128, 128)
+    again = predictor.predict(points=[[50, 60]], labels=[1], mask=first.low_res_logits)
+    assert again.masks.shape[-2:] == image.shape[:2]
