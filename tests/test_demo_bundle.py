@@ -39,12 +39,12 @@ def test_demo_bundle_segments_fresh_corpus_images(tmp_path):
     report = evaluate(RuntimeSegmenter(Predictor.from_bundle(DEMO_BUNDLE, backend="onnxruntime")), samples,
                       prompts=("box", "auto", "refine"), max_objects=4, progress=False)
     overall = report.overall()
-    assert overall["auto"]["dice"] >= 0.85  # measured 0.900 when shipped (session 6, recipes/demo.yaml)
-    assert overall["box"]["dice"] >= 0.6  # measured 0.686
+    assert overall["auto"]["dice"] >= 0.75  # measured 0.810 when shipped (session 7, recipes/demo.yaml, lite)
+    assert overall["box"]["dice"] >= 0.7  # measured 0.787
     recognition = report.recognition_summary()
     assert recognition["accuracy"] >= 0.9  # measured 1.0
     assert np.isfinite([overall[m]["nsd"] for m in ("box", "auto", "refine")]).all()
-    # Clicks correcting a wrong self-prompted mask (Dice < 0.9) help: measured 0.753 -> 0.798 on 13 images, 12
+    # Clicks correcting a wrong self-prompted mask (Dice < 0.9) help: measured 0.736 -> 0.770 on 29 images, 25
     # of them improved.
     correction = report.correction_summary()
     assert correction["images"] >= 8
@@ -55,7 +55,7 @@ def test_demo_bundle_segments_fresh_corpus_images(tmp_path):
 @pytest.mark.slow
 def test_demo_bundle_scores_on_real_scans_what_its_manifest_says(tmp_path):
     """The shipped ONNX FP32 graphs are the run's student (export parity): on the real labelled scans they give the
-    student's recorded box Dice (0.293 tight, 0.279 jittered), far below LiteMedSAM and the ellipse baseline."""
+    student's recorded box Dice (0.748 tight, 0.717 jittered), above LiteMedSAM's and below the ellipse baseline."""
     write_real(tmp_path / "real", only="labelled")
     samples = open_dataset(tmp_path / "real", include_volumes=True, foreground_only=True).samples
     segmenter = RuntimeSegmenter(Predictor.from_bundle(DEMO_BUNDLE, backend="onnxruntime"), name="shipped")
