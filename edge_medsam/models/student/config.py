@@ -71,12 +71,12 @@ PRESETS: dict[str, StudentConfig] = {
     # The CPU student distilled from LiteMedSAM: its embedding lives in the teacher's space (256 channels) on a
     # 32 x 32 grid, and its prompt encoder and decoder start as the teacher's (same widths, depth and heads).
     "lite": StudentConfig(embed_dim=256, decoder_heads=8, decoder_mlp_dim=2048, num_masks=4, embedding_stride=8),
-    # The full student trained on GPU: wider trunk and decoder.
-    "base": StudentConfig(trunk="efficientvit_b1", embed_dim=256, decoder_heads=8, decoder_mlp_dim=1024,
-                          adapter_rank=16),
-    # Higher-resolution variant for small structures.
+    # The full student trained on GPU: a wider trunk, and LiteMedSAM's decoder shape so it inherits it too.
+    "base": StudentConfig(trunk="efficientvit_b1", embed_dim=256, decoder_heads=8, decoder_mlp_dim=2048, num_masks=4,
+                          adapter_rank=16, embedding_stride=8),
+    # Higher-resolution variant for small structures (64 x 64 embedding, LiteMedSAM's own grid).
     "base512": StudentConfig(trunk="efficientvit_b1", image_size=512, embed_dim=256, decoder_heads=8,
-                             decoder_mlp_dim=1024, adapter_rank=16),
+                             decoder_mlp_dim=2048, num_masks=4, adapter_rank=16, embedding_stride=8),
 }
 
 
