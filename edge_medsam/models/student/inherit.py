@@ -48,6 +48,10 @@ def _check(student: EdgeStudent, teacher: nn.Module) -> None:
         raise EdgeMedSAMError(f"the student's decoder does not have the teacher's shape (teacher: {wanted}, "
                               f"at most {decoder.num_mask_tokens} masks)",
                               fix="use the 'lite' student preset, or set these student overrides")
+    last = _last_norm(teacher)
+    if last is None or last.weight.shape[0] != config.embed_dim:
+        raise EdgeMedSAMError("the teacher's embedding does not end in a LayerNorm of the student's width",
+                              fix="inherit from a SAM-family teacher such as litemedsam")
 
 
 @torch.no_grad()
@@ -86,9 +90,8 @@ def inherit_sam_decoder(student: EdgeStudent, teacher: nn.Module) -> None:
     qdmd.iou_head.layers[2].bias.copy_(iou[2].bias[:k])
 
     last, norm = _last_norm(teacher), student.encoder.out[1]
-    if last is not None and last.weight.shape == norm.weight.shape:
-        norm.weight.copy_(last.weight)
-        norm.bias.copy_(last.bias)
+    norm.weight.copy_(last.weight)
+    norm.bias.copy_(last.bias)
 
 
 def _last_norm(teacher: nn.Module) -> nn.Module | None:
@@ -98,7 +101,8 @@ def _last_norm(teacher: nn.Module) -> nn.Module | None:
 
 
 def embedding_scale(teacher: nn.Module) -> torch.Tensor | None:
-    """Per-channel scale [D] of a teacher's embedding (its neck's last LayerNorm weight magnitudes), or None.
+    """Per-channel scale [D] of a teacher's embedding (its neck's last LayerNorm weight magnitudes), or None
+    for a teacher without one (``inherit_sam_decoder`` refuses those).
     Distilling into the inherited teacher space, errors are measured in these units so that the channels the
     teacher scales down count as much as the others."""
     last = _last_norm(teacher)
