@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from edge_medsam.data.prompt_batch import BOX_LABELS
+from edge_medsam.runtime.decoder_feed import best_of_k, decoder_feed, self_prompt_points
 
 
 def box_corners(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -32,14 +33,7 @@ class ContractPrompter:
 
     def feed(self, encoded: dict[str, np.ndarray], boxes: np.ndarray | None) -> dict[str, np.ndarray]:
         """Decoder inputs for N boxes (model-frame pixels), or for the self-prompt when ``boxes`` is None."""
-        # Imported here: edge_medsam.compress imports torch, and the cold-start child, which unpickles
-        # ExamplePrompter from this module, must load only what a deployment loads.
-        from edge_medsam.compress.parity import decoder_inputs
-
-        if boxes is None:
-            return decoder_inputs(encoded, np.zeros((1, 1, 2), np.float32), np.full((1, 1), -1.0, np.float32))
-        coords, labels = box_corners(boxes)
-        return decoder_inputs(encoded, coords, labels)
+        return decoder_feed(encoded, *(self_prompt_points() if boxes is None else box_corners(boxes)))
 
     @staticmethod
     def best_logits(outputs: dict[str, np.ndarray]) -> np.ndarray:
@@ -58,7 +52,7 @@ def best_logits(outputs: dict[str, np.ndarray]) -> np.ndarray:
     masks = outputs["masks"] if "masks" in outputs else next(v for v in outputs.values() if v.ndim == 4)
     if "iou_predictions" not in outputs:
         return masks[:, 0]
-    return masks[np.arange(len(masks)), outputs["iou_predictions"].argmax(axis=1)]
+    return best_of_k(masks, outputs["iou_predictions"])[0]
 
 
 class ExamplePrompter:

@@ -5,7 +5,7 @@ Three sources, one export path (torch's dynamo exporter to ONNX, OpenVINO IR con
 - a student configuration (preset, input size) or a student model file, exported into a bundle here with
   ``edge_medsam.compress.export_student_bundle`` (FP32 / FP16 / INT8, ONNX + OpenVINO) (``student_subject``);
 - an anchor from ``edge_medsam.models.reference`` (random weights: latency does not depend on their values),
-  exported with ``export_reference_onnx`` and converted to OpenVINO IR, FP32 (``anchor_subject``).
+  exported with ``compress.reference_export.export_reference_onnx`` and converted to OpenVINO IR, FP32 (``anchor_subject``).
 """
 
 from __future__ import annotations
@@ -300,8 +300,9 @@ def anchor_subject(name: str, out: Path, overrides: dict[str, Any] | None = None
     import torch
 
     from edge_medsam.compress import openvino_ir
+    from edge_medsam.compress.reference_export import export_reference_onnx
     from edge_medsam.errors import InputError
-    from edge_medsam.models.reference import build_reference, export_reference_onnx, reference_graphs, reference_summary
+    from edge_medsam.models.reference import build_reference, reference_graphs, reference_summary
     from edge_medsam.models.reference.litemedsam_weights import PRETRAINED, load_pretrained
 
     overrides = overrides or {}

@@ -18,7 +18,7 @@ from edge_medsam.compress import pipeline
 from edge_medsam.compress.bundle import staged_bundle
 from edge_medsam.compress.graphs import DECODER_INPUTS, DECODER_OUTPUTS, DecoderGraph, EncoderGraph, graph_dims
 from edge_medsam.compress.onnx_export import OPSET, check_contract
-from edge_medsam.compress.parity import ParityError, decoder_inputs
+from edge_medsam.compress.parity import ParityError
 from edge_medsam.compress.pipeline import ExportSettings, export_student_bundle
 from edge_medsam.compress.probes import make_probe
 from edge_medsam.compress.quantize import SENSITIVE_MODULES, ignored_nodes, to_signed_int8
@@ -28,6 +28,7 @@ from edge_medsam.errors import EdgeMedSAMError, InputError
 from edge_medsam.modalities import get_modality
 from edge_medsam.models.student import EdgeStudent, student_preset
 from edge_medsam.preprocess import PreprocessConfig
+from edge_medsam.runtime.decoder_feed import decoder_feed
 from edge_medsam.runtime.manifest import read_manifest, verify_bundle
 
 # Op types TensorRT 10's ONNX parser imports (onnx-tensorrt operator matrix, 10.x); the graphs must stay inside.
@@ -150,7 +151,7 @@ def test_one_decoder_graph_takes_any_object_and_point_count(export, student):
         rng = np.random.default_rng(objects * 10 + points)
         labels = rng.integers(-1, 4, (objects, points)).astype(np.float32)
         mask = rng.standard_normal((objects, 1, 64, 64)).astype(np.float32)
-        feed = decoder_inputs(features, rng.uniform(0, 256, (objects, points, 2)), labels, 0.5, mask_input=mask)
+        feed = decoder_feed(features, rng.uniform(0, 256, (objects, points, 2)), labels, 0.5, mask_input=mask)
         with torch.no_grad():
             expected = DecoderGraph(student)(*(torch.from_numpy(feed[n]) for n in DECODER_INPUTS))
         for run, tolerance in runners:

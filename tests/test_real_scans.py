@@ -17,10 +17,10 @@ from edge_medsam.evaluation.real_scans import (
     real_scan_markdown,
     real_slices,
 )
-from edge_medsam.evaluation.segmenter import Prediction
 from edge_medsam.metrics import score_mask
 from edge_medsam.models.reference import build_reference
 from edge_medsam.models.teachers.base import Teacher, TeacherFeatures
+from edge_medsam.runtime.protocol import Prediction
 from edge_medsam.training.pseudo_labels import PseudoLabelConfig, PseudoLabeller, candidate_boxes
 from edge_medsam.training.teacher_cache import EmbeddingCache, onnx_encoder
 

@@ -11,12 +11,12 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("timm")
 
+from edge_medsam.compress.reference_export import export_reference_onnx  # noqa: E402
 from edge_medsam.models.files import load_model  # noqa: E402
 from edge_medsam.models.reference import (  # noqa: E402
     REFERENCE_NAMES,
     build_from_spec,
     build_reference,
-    export_reference_onnx,
     reference_graphs,
     reference_summary,
 )

@@ -14,7 +14,6 @@ import pytest
 from runtime_bundle import cached_bundle, copy_bundle, write_manifest
 
 from edge_medsam.errors import EdgeMedSAMError, InputError
-from edge_medsam.evaluation.segmenter import Prediction, Segmenter
 from edge_medsam.io import Image2D
 from edge_medsam.modalities import get_modality
 from edge_medsam.runtime import Predictor, RuntimeSegmenter, open_bundle
@@ -22,6 +21,7 @@ from edge_medsam.runtime.backends import choose_backend
 from edge_medsam.runtime.backends.tensorrt import TensorRTBackend, engine_file
 from edge_medsam.runtime.images import plan_modality, window_for
 from edge_medsam.runtime.manifest import MANIFEST
+from edge_medsam.runtime.protocol import Prediction, Segmenter
 
 REPO = Path(__file__).resolve().parents[1]
 

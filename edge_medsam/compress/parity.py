@@ -21,6 +21,7 @@ from edge_medsam.compress.probes import Probe
 from edge_medsam.compress.runners import Runner
 from edge_medsam.errors import EdgeMedSAMError
 from edge_medsam.preprocess import logits_to_original
+from edge_medsam.runtime.decoder_feed import best_of_k, decoder_feed, self_prompt_points
 from edge_medsam.runtime.manifest import AUTO_MODALITY
 
 MASK_THRESHOLD = 0.0
@@ -52,30 +53,16 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 def final_masks(outputs: dict[str, np.ndarray], probe: Probe) -> np.ndarray:
     """[N, H, W] bool: each object's highest-IoU mask, in the original geometry, thresholded at 0."""
-    masks, iou = outputs["masks"], outputs["iou_predictions"]
-    best = masks[np.arange(len(masks)), iou.argmax(axis=1)]
+    best, _ = best_of_k(outputs["masks"], outputs["iou_predictions"])
     return logits_to_original(best, probe.geometry) > MASK_THRESHOLD
-
-
-def decoder_inputs(features: dict[str, np.ndarray], coords: np.ndarray, labels: np.ndarray,
-                   self_prompt_weight: float = 1.0, mask_input: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Decoder feed for N objects of one image (no mask prompt unless ``mask_input`` [N, 1, 4g, 4g] is given)."""
-    n, side = coords.shape[0], features["skip4"].shape[-1]
-    has_mask = np.ones(n, np.float32) if mask_input is not None else np.zeros(n, np.float32)
-    return {"embedding": features["embedding"], "skip8": features["skip8"], "skip4": features["skip4"],
-            "dense_prompt": features["dense_prompt"], "modality_index": features["modality_index"],
-            "point_coords": np.ascontiguousarray(coords, np.float32),
-            "point_labels": np.ascontiguousarray(labels, np.float32),
-            "mask_input": mask_input if mask_input is not None else np.zeros((n, 1, side, side), np.float32),
-            "has_mask_input": has_mask, "self_prompt_weight": np.full(n, self_prompt_weight, np.float32)}
 
 
 def prompt_feeds(features: dict[str, np.ndarray], probe: Probe,
                  prompted_weight: float) -> dict[str, dict[str, np.ndarray]]:
     """The evaluated prompts of a probe: its exact boxes (decoded with the model's ``prompted_weight``), and the
     self-prompt alone (one padding point)."""
-    return {"box": decoder_inputs(features, probe.box_coords, probe.box_labels, prompted_weight),
-            "self_prompt": decoder_inputs(features, np.zeros((1, 1, 2), np.float32), np.full((1, 1), -1.0, np.float32))}
+    return {"box": decoder_feed(features, probe.box_coords, probe.box_labels, prompted_weight),
+            "self_prompt": decoder_feed(features, *self_prompt_points())}
 
 
 def encoder_feed(probe: Probe, modality: int | None = None) -> dict[str, np.ndarray]:

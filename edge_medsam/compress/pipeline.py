@@ -39,7 +39,6 @@ from edge_medsam.compress.parity import (
     PROMPT_KINDS,
     ChainOutputs,
     check_fp32,
-    decoder_inputs,
     dice_scores,
     encoder_feed,
     measure,
@@ -53,6 +52,7 @@ from edge_medsam.errors import InputError
 from edge_medsam.modalities import MODALITIES
 from edge_medsam.models.student import EdgeStudent
 from edge_medsam.preprocess import PreprocessConfig
+from edge_medsam.runtime.decoder_feed import best_of_k, decoder_feed
 from edge_medsam.runtime.manifest import GRAPH_FORMATS, PRECISIONS, GraphFile, GraphVariant, Manifest, intensity_section
 
 GRAPHS = ("encoder", "decoder")
@@ -151,11 +151,11 @@ def _calibration_items(calib: list[Probe], reference: ChainOutputs) -> dict[str,
     self-prompt, the self-prompt alone, and a refinement round with the previous mask as mask prompt."""
     decoder: list[dict[str, np.ndarray]] = []
     for i, (probe, features) in enumerate(zip(calib, reference.encoder, strict=True)):
-        decoder.append(decoder_inputs(features, probe.point_coords, probe.point_labels, float(i % 2 == 0)))
+        decoder.append(decoder_feed(features, probe.point_coords, probe.point_labels, float(i % 2 == 0)))
         decoder.append(prompt_feeds(features, probe, reference.prompted_weight)["self_prompt"])
         boxes = reference.decoder["box"][i]
-        best = boxes["masks"][np.arange(len(boxes["masks"])), boxes["iou_predictions"].argmax(1)][:, None]
-        decoder.append(decoder_inputs(features, probe.box_coords, probe.box_labels, mask_input=best))
+        best, _ = best_of_k(boxes["masks"], boxes["iou_predictions"])
+        decoder.append(decoder_feed(features, probe.box_coords, probe.box_labels, mask_input=best[:, None]))
     return {"encoder": [encoder_feed(p) for p in calib], "decoder": decoder}
 
 

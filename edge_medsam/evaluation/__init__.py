@@ -9,7 +9,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from edge_medsam.evaluation.segmenter import Prediction, Segmenter
+from edge_medsam.runtime.protocol import Prediction, Segmenter
 
 _LAZY = {
     "evaluate": "edge_medsam.evaluation.runner",

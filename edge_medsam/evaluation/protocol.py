@@ -18,8 +18,8 @@ import numpy as np
 
 from edge_medsam.data.prompts import box_from_mask, points_from_error
 from edge_medsam.errors import InputError
-from edge_medsam.evaluation.segmenter import Prediction, Segmenter
 from edge_medsam.metrics import Score, score_mask
+from edge_medsam.runtime.protocol import Prediction, Segmenter
 
 PROMPT_MODES = ("box", "1pt", "5pt", "auto", "refine")
 CLICK_MODES = {"1pt": 1, "5pt": 5}

@@ -22,9 +22,9 @@ from edge_medsam.evaluation.protocol import (
     select_objects,
 )
 from edge_medsam.evaluation.report import AUTO_CLASS, EvalReport
-from edge_medsam.evaluation.segmenter import Prediction, Segmenter
 from edge_medsam.io.types import ReadLimits
 from edge_medsam.modalities import Modality, normalise_intensity
+from edge_medsam.runtime.protocol import Prediction, Segmenter
 
 DEFAULT_MAX_OBJECTS = 8
 

@@ -8,12 +8,12 @@ from torch import nn
 
 from edge_medsam.data.prompt_batch import pack_prompts
 from edge_medsam.errors import EdgeMedSAMError
-from edge_medsam.evaluation.segmenter import Prediction, PromptArrays, best_of, check_prompts, empty_prediction
 from edge_medsam.modalities import MODALITIES, Modality
 from edge_medsam.models.student import EdgeStudent
 from edge_medsam.models.student.encoder import AUTO_MODALITY
 from edge_medsam.models.teachers import Teacher
 from edge_medsam.preprocess import Geometry, PreprocessConfig, to_model_input
+from edge_medsam.runtime.protocol import Prediction, PromptArrays, best_of, check_prompts, empty_prediction
 
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:

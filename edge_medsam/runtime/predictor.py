@@ -26,6 +26,7 @@ from edge_medsam.preprocess import Geometry, logits_to_original, to_model_input
 from edge_medsam.runtime.backends import BackendOptions, GraphRunner, choose_backend
 from edge_medsam.runtime.backends.base import Backend
 from edge_medsam.runtime.bundle import Bundle, open_bundle
+from edge_medsam.runtime.decoder_feed import best_of_k, decoder_feed, self_prompt_points
 from edge_medsam.runtime.images import (
     ImageLike,
     ModalityLike,
@@ -97,7 +98,7 @@ class SegmentationResult:
         """[H, W] uint16 labels, object i = i + 1 (later objects over earlier ones where they overlap)."""
         masks = self.masks
         if masks.ndim == 4:
-            masks = masks[np.arange(len(masks)), self.scores.argmax(axis=1)]
+            masks, _ = best_of_k(masks, self.scores)
         labels = np.zeros(masks.shape[1:], np.uint16)
         for i, mask in enumerate(masks):
             labels[mask] = i + 1
@@ -218,19 +219,13 @@ class Predictor:
 
         ``auto``: the prompts correct the automatic foreground (self-prompt weight 1) instead of segmenting the
         object they point at (the bundle's prompted weight)."""
-        side = self.bundle.low_res_size
         if prompts is None:
-            coords, labels, mask = np.zeros((1, 1, 2), np.float32), np.full((1, 1), -1.0, np.float32), None
+            (coords, labels), mask = self_prompt_points(), None
         else:
             self._check_limits(prompts)
             coords, labels, mask = prompts.coords_in_model(encoded.geometry), prompts.labels, prompts.mask
-        n = coords.shape[0]
-        feeds = {**encoded.features, "point_coords": coords.astype(np.float32),
-                 "point_labels": labels.astype(np.float32),
-                 "mask_input": mask if mask is not None else np.zeros((n, 1, side, side), np.float32),
-                 "has_mask_input": np.full(n, 0.0 if mask is None else 1.0, np.float32),
-                 "self_prompt_weight": np.full(n, 1.0 if auto or prompts is None else self.prompted_weight,
-                                               np.float32)}
+        weight = 1.0 if auto or prompts is None else self.prompted_weight
+        feeds = decoder_feed(encoded.features, coords, labels, weight, mask)
         with timed(latency, "decoder"):
             outputs = self._decoder(feeds)
         self.decoder_runs += 1
@@ -270,9 +265,8 @@ class Predictor:
         low_res, iou = self.decode(encoded, prompts, latency, auto=bool(auto))
         with timed(latency, "postprocess"):
             if not multimask:
-                best = iou.argmax(axis=1)
-                rows = np.arange(len(iou))
-                low_res, iou = low_res[rows, best][:, None], iou[rows, best]
+                low_res, iou = best_of_k(low_res, iou)
+                low_res = low_res[:, None]
             masks = logits_to_original(low_res, encoded.geometry) > self.threshold
             if not multimask:
                 masks = masks[:, 0]

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 from edge_medsam.errors import EdgeMedSAMError
-from edge_medsam.evaluation.segmenter import Prediction, best_of, check_prompts, empty_prediction
 from edge_medsam.modalities import Modality, get_modality
 from edge_medsam.runtime.images import bundle_index
 from edge_medsam.runtime.manifest import AUTO_MODALITY
 from edge_medsam.runtime.predictor import EncodedImage, Predictor
 from edge_medsam.runtime.prompts import pack_user_prompts
+from edge_medsam.runtime.protocol import Prediction, best_of, check_prompts, empty_prediction
 
 
 class RuntimeSegmenter:

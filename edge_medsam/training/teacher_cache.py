@@ -74,8 +74,8 @@ def onnx_encoder(teacher: nn.Module, root: str | os.PathLike[str] | None = None
 
     if not isinstance(teacher, SamDecoderReference) or next(teacher.parameters()).device.type != "cpu":
         return None
+    from edge_medsam.compress.reference_export import export_reference_onnx
     from edge_medsam.compress.runners import onnxruntime_runner
-    from edge_medsam.models.reference import export_reference_onnx
 
     folder = Path(root or cache_root()) / "teacher-encoders" / teacher_identity(teacher)[:16]
     path = folder / "encoder.onnx"

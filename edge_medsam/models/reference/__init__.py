@@ -1,7 +1,7 @@
 """Reference configurations for fair comparison, buildable with random weights and trainable like any teacher:
 SAM ViT-B @1024 (MedSAM), LiteMedSAM @256, MobileSAM @1024, EfficientViT-SAM-L0 @512 and ESP-MedSAM @1024."""
 
-from edge_medsam.models.reference.graphs import export_reference_onnx, reference_graphs
+from edge_medsam.models.reference.graphs import reference_graphs
 from edge_medsam.models.reference.registry import (
     REFERENCE_NAMES,
     REFERENCES,
@@ -16,7 +16,6 @@ __all__ = [
     "REFERENCE_NAMES",
     "build_from_spec",
     "build_reference",
-    "export_reference_onnx",
     "reference_config",
     "reference_graphs",
     "reference_summary",

@@ -1,4 +1,5 @@
-"""The two graphs of every reference (encoder once per image, decoder per prompt set) and their ONNX export.
+"""The two graphs of every reference (encoder once per image, decoder per prompt set), ready for ONNX export
+(``edge_medsam.compress.reference_export``).
 
 Decoder prompts follow SAM's ONNX convention: ``point_coords [N, P, 2]`` in model-frame pixels and
 ``point_labels [N, P]`` (1 positive, 0 negative, 2/3 box corners, -1 padding), with no padding point added inside
@@ -8,21 +9,10 @@ passes through its encoder for that), so a harness chains any reference the same
 
 from __future__ import annotations
 
-import warnings
-from pathlib import Path
-from typing import Any
-
-import numpy as np
 import torch
 from torch import nn
 
-from edge_medsam.compress.graphs import DYNAMIC_DIMS
-from edge_medsam.compress.onnx_export import OPSET, export_graph
-from edge_medsam.compress.parity import FP32_RTOL, ParityError
-from edge_medsam.compress.runners import onnxruntime_runner, torch_runner
-from edge_medsam.errors import InputError
 from edge_medsam.models.reference.esp_medsam import EspMedSam
-from edge_medsam.models.reference.registry import build_reference
 from edge_medsam.models.sam.components import SamPromptEncoder
 from edge_medsam.models.teachers.base import Teacher
 
@@ -126,7 +116,8 @@ def example_prompts(image_size: int, objects: int, points: int, device: torch.de
     return coords.to(device), labels.to(device)
 
 
-def _device(model: nn.Module) -> torch.device:
+def model_device(model: nn.Module) -> torch.device:
+    """The device of a model's parameters."""
     return next(model.parameters()).device
 
 
@@ -137,7 +128,7 @@ def reference_graphs(model: Teacher) -> tuple[nn.Module, tuple[torch.Tensor, ...
     inputs are the encoder's output shapes (random values) plus prompts with N = 3 objects of P = 4 points.
     """
     model.eval()
-    device, size = _device(model), model.image_size
+    device, size = model_device(model), model.image_size
     grid, dim = model.low_res_size // 4, model.prompt_encoder.embed_dim
     image = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
     embedding = torch.randn(1, dim, grid, grid, generator=torch.Generator().manual_seed(1)).to(device)
@@ -148,69 +139,3 @@ def reference_graphs(model: Teacher) -> tuple[nn.Module, tuple[torch.Tensor, ...
         return (EspEncoderGraph(model).eval(), (image, modality), EspDecoderGraph(model).eval(),
                 (embedding, dense, modality, *prompts))
     return SamEncoderGraph(model).eval(), (image,), SamDecoderGraph(model).eval(), (embedding, *prompts)
-
-
-def decoder_dynamic_shapes(decoder: nn.Module) -> dict[str, Any]:
-    """torch.export shapes: per-image inputs static, one shared objects Dim and one points Dim for the prompts."""
-    objects = torch.export.Dim(DYNAMIC_DIMS[0], min=1, max=1024)
-    points = torch.export.Dim(DYNAMIC_DIMS[1], min=1, max=256)
-    shapes: dict[str, Any] = dict.fromkeys(decoder.input_names)
-    shapes.update({name: {0: objects, 1: points} for name in PROMPT_NAMES})
-    return shapes
-
-
-def _check_parity(graph: nn.Module, path: Path, feeds: list[tuple[torch.Tensor, ...]]) -> None:
-    """Run ONNX Runtime and PyTorch on every feed; raise ParityError where an output differs beyond FP32 tolerance
-    (max |error| relative to max(1, max |PyTorch output|), as for the student's bundles)."""
-    names, outputs = list(graph.input_names), list(graph.output_names)
-    ort, reference = onnxruntime_runner(path), torch_runner(graph, names, outputs, threads=torch.get_num_threads())
-    for feed in feeds:
-        arrays = {name: tensor.cpu().numpy() for name, tensor in zip(names, feed, strict=True)}
-        got, want = ort(arrays), reference(arrays)
-        for name in outputs:
-            scale = max(1.0, float(np.abs(want[name]).max()))
-            error = float(np.abs(got[name].astype(np.float64) - want[name]).max()) / scale
-            if error > FP32_RTOL:
-                raise ParityError(f"ONNX Runtime output {name} differs from PyTorch by {error:.2e} (relative)",
-                                  path=path, fix="report this export bug with the reference name and settings")
-
-
-def export_reference_onnx(name_or_model: str | Teacher, out_dir: str | Path,
-                          graphs: tuple[str, ...] = GRAPHS, **overrides: Any) -> dict[str, Path]:
-    """Export a reference's encoder and decoder to ONNX (dynamo, opset 18, dynamic objects/points) and check
-    ONNX Runtime against PyTorch; returns {"encoder": path, "decoder": path} (``graphs`` picks a subset).
-
-    ``name_or_model``: a reference name (built with random weights and ``overrides``) or a built reference.
-    The encoder is checked on its example image, the decoder at (N, P) = (3, 4), (1, 1) and (5, 2); a mismatch
-    beyond FP32 tolerance raises ParityError.
-    """
-    unknown = sorted(set(graphs) - set(GRAPHS))
-    if unknown:
-        raise InputError(f"unknown graphs {unknown}", fix=f"use a subset of {GRAPHS}")
-    if isinstance(name_or_model, str):
-        model = build_reference(name_or_model, **overrides)
-    elif overrides:
-        raise InputError("overrides only apply when a reference is built by name",
-                         fix="pass the name with overrides, or a model without them")
-    else:
-        model = name_or_model
-    out_dir = Path(out_dir)
-    encoder, encoder_inputs, decoder, decoder_inputs = reference_graphs(model)
-    paths = {}
-    with warnings.catch_warnings():
-        # timm's TinyViT fills a dict cache of attention biases while tracing; every call empties it first.
-        warnings.filterwarnings("ignore", message=r"The tensor attributes .*attention_bias_cache")
-        if "encoder" in graphs:
-            paths["encoder"] = out_dir / "encoder.onnx"
-            export_graph(encoder, encoder_inputs, paths["encoder"], encoder.input_names, encoder.output_names,
-                         opset=OPSET)
-            _check_parity(encoder, paths["encoder"], [encoder_inputs])
-        if "decoder" in graphs:
-            paths["decoder"] = out_dir / "decoder.onnx"
-            export_graph(decoder, decoder_inputs, paths["decoder"], decoder.input_names, decoder.output_names,
-                         dynamic_shapes=decoder_dynamic_shapes(decoder), opset=OPSET)
-            per_image = decoder_inputs[: -len(PROMPT_NAMES)]
-            feeds = [(*per_image, *example_prompts(model.image_size, n, p, _device(model), seed=n))
-                     for n, p in PARITY_PROMPTS]
-            _check_parity(decoder, paths["decoder"], feeds)
-    return paths

@@ -1,4 +1,4 @@
-"""What evaluation runs: a Segmenter (encode an image once, then answer prompts), numpy in and numpy out.
+"""What evaluation and the runtime adapters run: a Segmenter (encode an image once, then answer prompts), numpy in and out.
 
 The protocol is free of torch so that the torch models here and the torch-free runtime predictor implement the
 same thing. Prompts are in ORIGINAL image pixels (x right, y down): points are pixel indices, boxes
@@ -15,6 +15,7 @@ import numpy as np
 from edge_medsam.errors import InputError
 from edge_medsam.modalities import Modality
 from edge_medsam.preprocess import Geometry, logits_to_original
+from edge_medsam.runtime.decoder_feed import best_of_k
 
 
 @dataclass(frozen=True)
@@ -110,11 +111,8 @@ def check_prompts(boxes: np.ndarray | None, points: np.ndarray | None, point_lab
 
 def best_of(low_res: np.ndarray, iou: np.ndarray, geometry: Geometry) -> Prediction:
     """Low-res logits [N, K, h, w] and predicted IoU [N, K] → the best mask of each object, in the original frame."""
-    low_res, iou = np.asarray(low_res, np.float32), np.asarray(iou, np.float32)
-    best = iou.argmax(axis=1)
-    rows = np.arange(iou.shape[0])
-    chosen = low_res[rows, best][:, None]
-    return Prediction(logits_to_original(chosen[:, 0], geometry), np.ascontiguousarray(chosen), iou[rows, best])
+    chosen, scores = best_of_k(np.asarray(low_res, np.float32), np.asarray(iou, np.float32))
+    return Prediction(logits_to_original(chosen, geometry), np.ascontiguousarray(chosen[:, None]), scores)
 
 
 def empty_prediction(geometry: Geometry, low_res_size: int) -> Prediction:
