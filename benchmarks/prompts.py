@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_medsam.data.prompt_batch import BOX_LABELS
+from edge_medsam.prompt_labels import BOX_LABELS
 from edge_medsam.runtime.decoder_feed import best_of_k, decoder_feed, self_prompt_points
 
 

@@ -16,9 +16,9 @@ from benchmarks.engines import BACKENDS
 from benchmarks.machine import usable_cores
 from benchmarks.timing import TimingPlan
 from edge_medsam.errors import InputError
+from edge_medsam.models.student.config import PRESETS
 
 PRECISIONS = ("fp32", "fp16", "int8")
-STUDENT_PRESETS = ("tiny", "lite", "base", "base512")
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class BenchSettings:
     mode: str = "full"
     bundles: list[Path] = field(default_factory=list)
     compare_bundles: list[Path] = field(default_factory=list)  # other bundles, compared against ours like anchors
-    presets: list[str] = field(default_factory=lambda: list(STUDENT_PRESETS))
+    presets: list[str] = field(default_factory=lambda: list(PRESETS))
     model_files: list[Path] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)  # input sizes for presets / model files (empty: native)
     anchors: list[str] | None = None  # reference names (edge_medsam.models.reference); None = every one
@@ -67,6 +67,9 @@ class BenchSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        unknown = [p for p in self.presets if p not in PRESETS]
+        if unknown:
+            raise InputError(f"unknown student presets {unknown}", fix=f"use presets from {', '.join(PRESETS)}")
         unknown = [b for b in self.backends if b not in BACKENDS] + [p for p in self.precisions if p not in PRECISIONS]
         if unknown:
             raise InputError(f"unknown backends or precisions {unknown}",

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
-from edge_medsam.data.prompt_batch import BOX_LABELS, PAD_LABEL, pack_prompts
+from edge_medsam.data.prompt_batch import pack_prompts
 from edge_medsam.data.prompts import box_from_mask, mask_prompt
 from edge_medsam.errors import EdgeMedSAMError, InputError
 from edge_medsam.io import Volume, read_image, read_laptop_npz, read_mask, read_volume, write_dicom_series
@@ -41,6 +41,7 @@ from edge_medsam.preprocess import (
     resize_weights,
     to_model_input,
 )
+from edge_medsam.prompt_labels import BOX_LABELS, PAD_LABEL
 from edge_medsam.runtime.bundle import open_bundle
 from edge_medsam.runtime.prompts import pack_user_prompts
 

@@ -9,8 +9,8 @@ from edge_medsam.models.student import EdgeStudent, StudentConfig
 from edge_medsam.models.student.config import student_preset
 from edge_medsam.models.student.encoder import EncoderOutput
 from edge_medsam.models.student.inherit import embedding_scale, inherit_sam_decoder, is_inherited
-from edge_medsam.models.student.prompts import boxes_to_points
 from edge_medsam.models.teachers.base import TeacherFeatures
+from edge_medsam.prompt_labels import BOX_LABELS
 
 SIZE = 128
 
@@ -38,7 +38,7 @@ def test_inherited_decoder_gives_the_teachers_masks_and_scores(pair):
         features = EncoderOutput(embedding, features.skip8, features.skip4, features.modality_logits,
                                  features.modality)
         boxes = torch.tensor([[10.0, 20.0, 70.0, 90.0], [40.0, 30.0, 120.0, 100.0]])
-        points, labels = boxes_to_points(boxes)
+        points, labels = boxes.reshape(-1, 2, 2), torch.tensor(BOX_LABELS).expand(len(boxes), 2)
         for modality in (0, 5):
             features.modality = torch.tensor([modality])
             masks, iou = student.decode(features, self_prompt, image_index=torch.zeros(2, dtype=torch.long),

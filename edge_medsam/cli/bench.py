@@ -12,8 +12,6 @@ from typing import Any
 
 from edge_medsam.errors import EdgeMedSAMError, InputError
 
-PRESETS = ("tiny", "lite", "base", "base512")
-
 
 def _csv(value: str) -> tuple[str, ...]:
     return tuple(part.strip().lower() for part in value.split(",") if part.strip())
@@ -48,8 +46,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--bundle", type=Path, action="append", default=[], help="a bundle of ours (repeatable)")
     parser.add_argument("--compare-bundle", type=Path, action="append", default=[],
                         help="another bundle to compare ours against, like an anchor (repeatable)")
-    parser.add_argument("--preset", action="append", choices=PRESETS,
-                        help="a student preset exported here with random weights (repeatable; default: all in "
+    parser.add_argument("--preset", action="append",
+                        help="a student preset (e.g. lite) exported here with random weights (repeatable; default: all in "
                              "the full run, tiny in --quick, none when --bundle or --model is given)")
     parser.add_argument("--model", type=Path, action="append", default=[], help="a student model file (repeatable)")
     parser.add_argument("--size", type=int, action="append", default=[],

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-PAD_LABEL, BOX_LABELS = -1, (2, 3)
+from edge_medsam.prompt_labels import BOX_LABELS, PAD_LABEL
 
 
 def pack_prompts(boxes: Sequence[np.ndarray | None], points: Sequence[tuple[np.ndarray, np.ndarray] | None],

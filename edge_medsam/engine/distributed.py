@@ -64,9 +64,3 @@ def barrier(info: DistInfo) -> None:
     """Wait for every rank (a no-op for a single process)."""
     if info.enabled:
         dist.barrier()
-
-
-def shutdown(info: DistInfo) -> None:
-    """Leave the process group."""
-    if info.enabled and dist.is_initialized():
-        dist.destroy_process_group()

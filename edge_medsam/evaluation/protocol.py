@@ -19,13 +19,13 @@ import numpy as np
 from edge_medsam.data.prompts import box_from_mask, points_from_error
 from edge_medsam.errors import InputError
 from edge_medsam.metrics import Score, score_mask
+from edge_medsam.prompt_labels import PAD_LABEL
 from edge_medsam.runtime.protocol import Prediction, Segmenter
 
 PROMPT_MODES = ("box", "1pt", "5pt", "auto", "refine")
 CLICK_MODES = {"1pt": 1, "5pt": 5}
 IMAGE_MODES = ("auto", "refine")  # scored per image, against the union of all objects
 REFINE_CLICKS = 3
-PAD_LABEL = -1
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ import torch
 from segment_anything.modeling.common import LayerNorm2d
 from torch import nn
 
-NEGATIVE, POSITIVE, BOX_TOP_LEFT, BOX_BOTTOM_RIGHT = 0, 1, 2, 3
+from edge_medsam.prompt_labels import BOX_BOTTOM_RIGHT, BOX_LABELS, BOX_TOP_LEFT, NEGATIVE, POSITIVE
+
 CHANNELS = 3  # inside a box, near a positive click, near a negative click
 
 
@@ -60,7 +61,7 @@ def prompt_points(prompts: Any, like: torch.Tensor) -> tuple[torch.Tensor, torch
         labels.append(prompts.points[1].to(torch.int64))
     if prompts.boxes is not None:
         coords.append(prompts.boxes.reshape(-1, 2, 2))
-        labels.append(torch.tensor([BOX_TOP_LEFT, BOX_BOTTOM_RIGHT], device=like.device).expand(prompts.num_objects, 2))
+        labels.append(torch.tensor(BOX_LABELS, device=like.device).expand(prompts.num_objects, 2))
     if not coords:
         return (like.new_zeros(prompts.num_objects, 1, 2),
                 torch.full((prompts.num_objects, 1), -1, device=like.device, dtype=torch.int64))

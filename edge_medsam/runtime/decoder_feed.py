@@ -6,16 +6,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from edge_medsam.prompt_labels import PAD_LABEL
 from edge_medsam.runtime.manifest import DECODER_IO, ENCODER_IO
 
 # The decoder inputs that are the encoder's outputs (one per image), in contract order.
 FROM_ENCODER = tuple(name for name, _, _ in DECODER_IO["inputs"]
                      if name in {out for out, _, _ in ENCODER_IO["outputs"]})
-PAD_LABEL = -1.0  # a padding point: SAM's "not a point"; one alone asks for the self-prompted foreground
 
 
 def self_prompt_points(count: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Coordinates [count, 1, 2] and labels [count, 1] of the self-prompt alone: one padding point per object."""
+    """Coordinates [count, 1, 2] and labels [count, 1] of the self-prompt alone: one padding point per object
+    (SAM's "not a point"; alone, it asks the decoder for the self-prompted foreground)."""
     return np.zeros((count, 1, 2), np.float32), np.full((count, 1), PAD_LABEL, np.float32)
 
 

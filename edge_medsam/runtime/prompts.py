@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_medsam.data.prompt_batch import PAD_LABEL, pack_prompts
+from edge_medsam.data.prompt_batch import pack_prompts
 from edge_medsam.errors import InputError
 from edge_medsam.preprocess import Geometry
+from edge_medsam.prompt_labels import PAD_LABEL
 
 _POINT_FIX = "give points as (P, 2) or (N, P, 2) x, y pixels with labels (P,) or (N, P): 1 foreground, 0 background"
 

@@ -23,10 +23,10 @@ from edge_medsam.engine.trainer import StepContext, TrainConfig, Trainer
 from edge_medsam.errors import EdgeMedSAMError
 from edge_medsam.models.files import save_model
 from edge_medsam.models.teachers.sam3d import BOX_HIGH, BOX_LOW, Sam3DConfig, Sam3DTeacher, build_sam3d
+from edge_medsam.prompt_labels import PAD_LABEL
 from edge_medsam.recipes import TeacherSection
 
 DATA_OPTIONS = ("volumes", "crops_per_volume", "cache_volumes")
-PAD_LABEL = -1
 
 
 @dataclass

@@ -15,12 +15,12 @@ from torch import nn
 from edge_medsam.models.reference.esp_medsam import EspMedSam
 from edge_medsam.models.sam.components import SamPromptEncoder
 from edge_medsam.models.teachers.base import Teacher
+from edge_medsam.prompt_labels import PAD_LABEL
 
 EXAMPLE_OBJECTS, EXAMPLE_POINTS = 3, 4  # more than one of each, so neither dimension is specialised
 GRAPHS = ("encoder", "decoder")
 PARITY_PROMPTS = ((EXAMPLE_OBJECTS, EXAMPLE_POINTS), (1, 1), (5, 2))
 PROMPT_NAMES = ("point_coords", "point_labels")
-PAD_LABEL = -1  # labels run -1 (padding), 0, 1, 2, 3 (box corners)
 
 
 def embed_points(prompt_encoder: SamPromptEncoder, point_coords: torch.Tensor, point_labels: torch.Tensor

@@ -8,8 +8,9 @@ from torch import nn
 from edge_medsam.models.student.config import StudentConfig
 from edge_medsam.models.student.decoder import ModalityDecoder
 from edge_medsam.models.student.encoder import AUTO_MODALITY, EncoderOutput, SemiSharedEncoder
-from edge_medsam.models.student.prompts import PAD, PromptEncoder
+from edge_medsam.models.student.prompts import PromptEncoder
 from edge_medsam.models.student.sppg import SelfPrompt, SelfPromptGenerator
+from edge_medsam.prompt_labels import PAD_LABEL
 
 # Parameter-name fragments of the per-modality (decoupled) parameters; everything else is shared.
 MODALITY_PARAMETER_KEYS = ("film16", "film32", "adapter", "mask_queries", "hyper_heads", "hyper_bias")
@@ -49,7 +50,7 @@ class EdgeStudent(nn.Module):
             self_prompt_weight = 1.0 if points is None else self.config.prompted_self_prompt_weight
         if points is None:
             points = torch.zeros(n, 1, 2, device=device, dtype=dtype)
-            labels = torch.full((n, 1), PAD, device=device, dtype=torch.int64)
+            labels = torch.full((n, 1), PAD_LABEL, device=device, dtype=torch.int64)
         sparse = self.prompt_encoder.embed_points(points, labels)
         weight = torch.as_tensor(self_prompt_weight, device=device, dtype=dtype).reshape(-1)[:, None, None, None]
         dense = self_prompt.dense.index_select(0, image_index) * weight + (1 - weight) * self.sppg.no_prompt
@@ -76,8 +77,3 @@ class EdgeStudent(nn.Module):
     def modality_parameters(self) -> list[nn.Parameter]:
         """The per-modality (decoupled) parameters."""
         return [p for name, p in self.named_parameters() if any(k in name for k in MODALITY_PARAMETER_KEYS)]
-
-    def shared_parameters(self) -> list[nn.Parameter]:
-        """Everything every modality uses."""
-        ids = {id(p) for p in self.modality_parameters()}
-        return [p for p in self.parameters() if id(p) not in ids]

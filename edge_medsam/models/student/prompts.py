@@ -9,15 +9,7 @@ from torch import nn
 
 from edge_medsam.models.prompt_maps import SpatialPromptEncoder
 from edge_medsam.models.student.conditioning import LayerNorm2d
-
-PAD, NEGATIVE, POSITIVE, BOX_TOP_LEFT, BOX_BOTTOM_RIGHT = -1, 0, 1, 2, 3
-
-
-def boxes_to_points(boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """[N, 4] x0, y0, x1, y1 boxes → corner points [N, 2, 2] with labels [N, 2] = (2, 3)."""
-    coords = boxes.reshape(-1, 2, 2)
-    labels = torch.tensor([BOX_TOP_LEFT, BOX_BOTTOM_RIGHT], device=boxes.device).expand(coords.shape[0], 2)
-    return coords, labels
+from edge_medsam.prompt_labels import PAD_LABEL
 
 
 class PromptEncoder(nn.Module):
@@ -46,7 +38,7 @@ class PromptEncoder(nn.Module):
         labels = labels.to(torch.int64)
         valid = (labels >= 0).unsqueeze(-1).to(coords.dtype)
         pe = self.pe_layer.forward_with_coords(coords + 0.5, (self.image_size, self.image_size))
-        return pe * valid + self.label_embed(labels.clamp(min=PAD) + 1)
+        return pe * valid + self.label_embed(labels.clamp(min=PAD_LABEL) + 1)
 
     def embed_mask(self, mask_input: torch.Tensor, has_mask: torch.Tensor) -> torch.Tensor:
         """[N, 1, 4g, 4g] previous mask logits and [N] 0/1 flags → [N, D, g, g] (zero where there is no mask)."""

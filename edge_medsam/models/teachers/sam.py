@@ -43,11 +43,6 @@ class SamTeacher(Teacher):
         self.spatial_prompts = SpatialPromptEncoder(arch.prompt_dim, image_size, grid) if spatial_prompts else None
 
     @property
-    def multiscale_blocks(self) -> tuple[int, ...]:
-        """Indices of the encoder blocks whose outputs ``encode`` returns as ``multiscale``."""
-        return self.arch.global_attn_indexes
-
-    @property
     def low_res_size(self) -> int:
         """Side of the low-res mask logits (and of mask prompts): S / 4."""
         return 4 * self.arch.grid(self.image_size)
