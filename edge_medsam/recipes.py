@@ -1,31 +1,32 @@
 """Recipes: one YAML file describing a whole job (data → teacher → distilled student → bundle → report).
 
-Every section is a dataclass; unknown keys are errors that name the recipe file and the valid keys, so a typo
-never silently falls back to a default.
+Every section is checked when the recipe loads, against the dataclass of the stage that will use it (the engine's
+TrainConfig, DistillConfig, InteractiveConfig, ExportSettings, the harness's BenchSettings): an unknown key names
+the recipe file, the section and the nearest valid key, and a value of the wrong type is refused, so a typo never
+silently falls back to a default nor fails after the teacher has trained.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
+import importlib.util
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields
+import sys
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from edge_medsam.errors import EdgeMedSAMError
+from edge_medsam.compress.settings import ExportSettings
+from edge_medsam.config_check import check_fields, from_mapping
+from edge_medsam.engine.config import TrainConfig
+from edge_medsam.errors import EdgeMedSAMError, InputError
+from edge_medsam.training.configs import DistillConfig, InteractiveConfig
 
-
-def _build(cls: type, data: dict[str, Any] | None, where: str, path: Path | None) -> Any:
-    data = dict(data or {})
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise EdgeMedSAMError(f"unknown keys {unknown} in section {where!r}", path=path,
-                              fix=f"use only {sorted(known)}")
-    return cls(**data)
+BENCHMARK_MODES = ("quick", "full", "none")  # none: the pipeline skips the benchmark stage
 
 
 @dataclass
@@ -76,8 +77,8 @@ class TeacherSection:
     checkpoint: str | None = None  # official SAM / MedSAM / SAM-Med2D weights to start from
     train_all: bool = False  # train the whole model (only sensible without pretrained weights)
     spatial_prompts: bool = False  # prompt maps in the dense prompt: lets a from-scratch teacher follow boxes
-    interactive: dict[str, Any] = field(default_factory=dict)
-    train: dict[str, Any] = field(default_factory=dict)
+    interactive: dict[str, Any] = field(default_factory=dict)  # InteractiveConfig's names
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig's names
 
 
 @dataclass
@@ -96,8 +97,8 @@ class DistillStageSection:
     """One MMDKD stage: which stage, its loss weights and its optimisation."""
 
     stage: str = "decoder"
-    losses: dict[str, Any] = field(default_factory=dict)
-    train: dict[str, Any] = field(default_factory=dict)
+    losses: dict[str, Any] = field(default_factory=dict)  # DistillConfig's names
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig's names
 
 
 @dataclass
@@ -128,8 +129,8 @@ class Recipe:
     student: StudentSection = field(default_factory=StudentSection)
     distill: list[DistillStageSection] = field(default_factory=list)
     evaluate: EvaluateSection = field(default_factory=EvaluateSection)
-    export: dict[str, Any] = field(default_factory=dict)
-    benchmark: dict[str, Any] = field(default_factory=dict)
+    export: dict[str, Any] = field(default_factory=dict)  # ExportSettings' names
+    benchmark: dict[str, Any] = field(default_factory=dict)  # mode (BENCHMARK_MODES) and BenchSettings' names
     path: Path | None = None
 
     def section_hash(self, *names: str) -> str:
@@ -155,23 +156,70 @@ def _plain(value: Any) -> Any:
 
 
 def recipe_from_dict(data: dict[str, Any], path: Path | None = None) -> Recipe:
-    """Validate a mapping into a Recipe."""
+    """Validate a mapping into a Recipe; an empty section takes its defaults."""
     if not isinstance(data, dict) or "name" not in data:
         raise EdgeMedSAMError("a recipe is a mapping with at least a 'name'", path=path,
                               fix="start the file with 'name: my-run'")
-    data = dict(data)
-    data_section = dict(data.pop("data", None) or {})
-    synth = _build(SynthSection, data_section.pop("synth", None), "data.synth", path)
-    recipe = _build(Recipe, {k: v for k, v in data.items()
-                             if k not in ("teacher", "student", "distill", "evaluate")}, "recipe", path)
-    recipe.data = _build(DataSection, {**data_section, "synth": synth}, "data", path)
-    recipe.teacher = _build(TeacherSection, data.get("teacher"), "teacher", path)
-    recipe.student = _build(StudentSection, data.get("student"), "student", path)
-    recipe.distill = [_build(DistillStageSection, stage, f"distill[{i}]", path)
-                      for i, stage in enumerate(data.get("distill") or [])]
-    recipe.evaluate = _build(EvaluateSection, data.get("evaluate"), "evaluate", path)
+    try:
+        recipe = _recipe({key: value for key, value in data.items() if value is not None or key == "name"})
+    except EdgeMedSAMError as err:
+        if path is None:
+            raise
+        raise err.with_path(path) from None
     recipe.path = path
     return recipe
+
+
+def _recipe(data: dict[str, Any]) -> Recipe:
+    check_fields(Recipe, data, "the recipe", taken=("path",))
+    section = data.get("data", {})
+    check_fields(DataSection, section, "data")
+    synth = from_mapping(SynthSection, section.get("synth", {}), "data.synth")
+    ExportSettings.from_dict(data.get("export", {}), "export")
+    _check_benchmark(data.get("benchmark", {}))
+    return Recipe(**{key: data[key] for key in ("name", "seed") if key in data},
+                  data=DataSection(**{**section, "synth": synth}), teacher=_teacher(data.get("teacher", {})),
+                  student=from_mapping(StudentSection, data.get("student", {}), "student"),
+                  distill=[_stage(stage, f"distill[{i}]") for i, stage in enumerate(data.get("distill", []))],
+                  evaluate=from_mapping(EvaluateSection, data.get("evaluate", {}), "evaluate"),
+                  export=data.get("export", {}), benchmark=data.get("benchmark", {}))
+
+
+def _teacher(section: dict[str, Any]) -> TeacherSection:
+    teacher = from_mapping(TeacherSection, section, "teacher")
+    from_mapping(InteractiveConfig, teacher.interactive, "teacher.interactive")
+    TrainConfig.from_dict(teacher.train, "teacher.train")
+    return teacher
+
+
+def _stage(section: dict[str, Any], where: str) -> DistillStageSection:
+    stage = from_mapping(DistillStageSection, section, where)
+    from_mapping(DistillConfig, stage.losses, f"{where}.losses", stage=stage.stage)
+    TrainConfig.from_dict(stage.train, f"{where}.train")
+    return stage
+
+
+def _check_benchmark(section: dict[str, Any]) -> None:
+    """``mode``, and any other key against the harness's BenchSettings (less what the pipeline sets itself)."""
+    mode = section.get("mode", "quick")
+    if mode not in BENCHMARK_MODES:
+        raise InputError(f"unknown benchmark mode {mode!r}", fix=f"use one of {', '.join(BENCHMARK_MODES)}")
+    if mode != "none" and set(section) - {"mode"}:
+        check_fields(_bench_settings(), section, "benchmark", taken=("bundles", "out", "work"))
+
+
+def _bench_settings() -> type:
+    """The harness's BenchSettings (``benchmarks/`` of the repository this package runs from, as the pipeline's)."""
+    repo = Path(__file__).resolve().parents[1]
+    if importlib.util.find_spec("benchmarks") is None and (repo / "benchmarks" / "settings.py").is_file():
+        sys.path.insert(0, str(repo))
+    try:
+        return importlib.import_module("benchmarks.settings").BenchSettings
+    except ModuleNotFoundError as err:
+        if err.name != "benchmarks":
+            raise
+        raise EdgeMedSAMError("benchmark settings other than mode need the benchmark harness, which is not installed "
+                              "with the package", fix="run from a clone of the repository, or keep only mode") from None
 
 
 def load_recipe(path: str | os.PathLike[str]) -> Recipe:

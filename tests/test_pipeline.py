@@ -94,20 +94,12 @@ def _dice_figures(folder):
 def test_recipe_typos_are_errors_naming_the_file(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({**TINY, "teacher": {**TINY["teacher"], "arhc": "vit_b"}}))
-    with pytest.raises(EdgeMedSAMError, match=r"unknown keys \['arhc'\]") as err:
+    with pytest.raises(EdgeMedSAMError, match=r"unknown key 'arhc' in teacher \(fix: did you mean 'arch'\?\)") as err:
         load_recipe(bad)
     assert "bad.yaml" in str(err.value)
     assert main(["pipeline", str(bad), "--runs", str(tmp_path / "runs")]) == 2
     with pytest.raises(EdgeMedSAMError, match="unknown stage"):
         run_pipeline(write_recipe(tmp_path / "ok.yaml"), tmp_path / "runs", from_stage="teach")
-
-
-def test_shipped_recipes_parse():
-    from pathlib import Path
-
-    for path in sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml")):
-        recipe = load_recipe(path)
-        assert recipe.distill and recipe.teacher.arch
 
 
 @pytest.mark.slow

@@ -196,7 +196,7 @@ def test_distill_student_takes_it_as_teacher(corpus, trained, tmp_path: Path) ->
 
 
 def test_options_and_tasks_are_checked(corpus, tmp_path: Path) -> None:
-    with pytest.raises(EdgeMedSAMError, match="unknown KA²ER options"):
+    with pytest.raises(EdgeMedSAMError, match="unknown key 'widht' in KA²ER options"):
         tiny_teacher(widht=3)
     with pytest.raises(InputError, match="multiple of 32"):
         build_ka2er(TASKS, image_size=80, **{k: v for k, v in TINY.items() if k != "tasks"})

@@ -216,7 +216,7 @@ def test_recipe_and_options():
     assert recipe.teacher.family == "sam3d" and recipe.teacher.arch == "vit_b"
     model_options, data, prompts = split_options(dict(recipe.teacher.options))
     assert tuple(model_options["crop_size"]) == (128, 128, 128) and data and "objects_per_crop" in prompts
-    with pytest.raises(EdgeMedSAMError, match="unknown teacher options"):
+    with pytest.raises(EdgeMedSAMError, match=r"unknown key 'crop' in teacher.options \(sam3d\)"):
         split_options({"crop": [1, 2, 3]})
 
 

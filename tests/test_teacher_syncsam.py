@@ -78,7 +78,7 @@ def test_zero_init_sync_embeds_exactly_like_sam_with_the_same_weights(tmp_path):
     torch.save(build_sam("vit_tiny", SIZE, adapter="med2d").state_dict(), checkpoint)
     with pytest.raises(InputError, match="SAM-Med2D adapters"):
         syncsam_from_section(section(checkpoint=str(checkpoint), options=TINY_CNN))
-    with pytest.raises(EdgeMedSAMError, match=r"unknown SyncSAM options \['sam_arch'\]"):
+    with pytest.raises(EdgeMedSAMError, match=r"unknown key 'sam_arch' in teacher.options \(SyncSAM\)"):
         syncsam_from_section(section(options={"sam_arch": "vit_b"}))
     with pytest.raises(InputError, match="CNN branch 'no_such_cnn'"):
         build_syncsam("vit_tiny", SIZE, cnn="no_such_cnn")

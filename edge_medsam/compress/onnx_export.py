@@ -32,11 +32,11 @@ from edge_medsam.compress.graphs import (
     graph_dims,
     resolve_shape,
 )
+from edge_medsam.compress.settings import OPSET
 from edge_medsam.errors import EdgeMedSAMError
 from edge_medsam.models.student import EdgeStudent
 from edge_medsam.runtime.manifest import DECODER_IO, ENCODER_IO
 
-OPSET = 18
 _DTYPES = {"float32": TensorProto.FLOAT, "int64": TensorProto.INT64}
 
 

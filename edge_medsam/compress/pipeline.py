@@ -32,7 +32,7 @@ from edge_medsam.compress.graphs import (
     EncoderGraph,
     graph_dims,
 )
-from edge_medsam.compress.onnx_export import OPSET, check_onnx_file, export_student
+from edge_medsam.compress.onnx_export import check_onnx_file, export_student
 from edge_medsam.compress.parity import (
     FP32_MIN_AGREEMENT,
     FP32_RTOL,
@@ -48,58 +48,16 @@ from edge_medsam.compress.parity import (
 from edge_medsam.compress.probes import Probe, load_probes
 from edge_medsam.compress.quantize import TIERS, ignored_nodes, qdq_summary, quantize_onnx, quantize_openvino
 from edge_medsam.compress.runners import Runner, onnxruntime_runner, openvino_runner, torch_runner
+from edge_medsam.compress.settings import ExportSettings
 from edge_medsam.errors import InputError
 from edge_medsam.modalities import MODALITIES
 from edge_medsam.models.student import EdgeStudent
 from edge_medsam.preprocess import PreprocessConfig
 from edge_medsam.runtime.decoder_feed import best_of_k, decoder_feed
-from edge_medsam.runtime.manifest import GRAPH_FORMATS, PRECISIONS, GraphFile, GraphVariant, Manifest, intensity_section
+from edge_medsam.runtime.manifest import GraphFile, GraphVariant, Manifest, intensity_section
 
 GRAPHS = ("encoder", "decoder")
 Log = Callable[[str], None]
-
-
-@dataclass
-class ExportSettings:
-    """What to export and how (the recipe's ``export:`` section uses the same names)."""
-
-    formats: tuple[str, ...] = GRAPH_FORMATS
-    precision: tuple[str, ...] = PRECISIONS
-    calib_count: int = 64
-    eval_count: int = 32
-    max_dice_drop: float | None = None
-    zip: bool = False
-    seed: int = 0
-    opset: int = OPSET
-
-    def __post_init__(self) -> None:
-        self.formats = tuple(dict.fromkeys(self.formats))
-        self.precision = tuple(dict.fromkeys(self.precision))
-        for what, given, known in (("format", self.formats, GRAPH_FORMATS), ("precision", self.precision, PRECISIONS)):
-            unknown = [g for g in given if g not in known]
-            if unknown or not given:
-                raise InputError(f"unknown or no {what} {unknown or ''}".strip(), fix=f"use some of {', '.join(known)}")
-        if "fp32" not in self.precision:
-            self.precision = ("fp32", *self.precision)  # FP32 graphs are the parity gate and the others' source
-        if self.max_dice_drop is not None and not 0.0 <= self.max_dice_drop <= 1.0:
-            raise InputError(f"--max-dice-drop {self.max_dice_drop} is not between 0 and 1", fix="use e.g. 0.02")
-        if self.opset > OPSET:
-            raise InputError(f"opset {self.opset} is above {OPSET}, what TensorRT 10 (JetPack 6) parses",
-                             fix=f"use {OPSET} or lower")
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ExportSettings:
-        """Build from a recipe's ``export:`` mapping (lists or comma-separated strings)."""
-        data = dict(data)
-        for key in ("formats", "precision"):
-            if isinstance(data.get(key), str):
-                data[key] = [p.strip() for p in data[key].split(",") if p.strip()]
-            if key in data:
-                data[key] = tuple(data[key])
-        known = set(cls.__dataclass_fields__)
-        if set(data) - known:
-            raise InputError(f"unknown export settings {sorted(set(data) - known)}", fix=f"use only {sorted(known)}")
-        return cls(**data)
 
 
 @dataclass

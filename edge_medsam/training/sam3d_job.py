@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from monai.losses import DiceCELoss
 
+from edge_medsam.config_check import check_keys
 from edge_medsam.data.layouts import Sample
 from edge_medsam.data.volume_crops import VolumeCropDataset, find_volume_cases
 from edge_medsam.engine.trainer import StepContext, TrainConfig, Trainer
@@ -122,9 +123,7 @@ def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
     """A recipe's teacher options → (Sam3DConfig fields, data settings, VolumePrompts fields); unknown keys fail."""
     prompt_keys = tuple(f.name for f in fields(VolumePrompts))
     known = {f.name for f in fields(Sam3DConfig)} | set(DATA_OPTIONS) | set(prompt_keys)
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise EdgeMedSAMError(f"unknown teacher options {unknown} for the sam3d family", fix=f"use only {sorted(known)}")
+    check_keys(options, known, "teacher.options (sam3d)")
     data = {k: v for k, v in options.items() if k in DATA_OPTIONS}
     prompts = {k: v for k, v in options.items() if k in prompt_keys}
     model = {k: v for k, v in options.items() if k not in data and k not in prompts}

@@ -3,7 +3,6 @@ stage with prompts in the loop (ground truth + teacher masks), self-prompt, refi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,6 +16,7 @@ from edge_medsam.engine.trainer import StepContext
 from edge_medsam.models.student import EdgeStudent
 from edge_medsam.models.student.inherit import is_inherited
 from edge_medsam.models.teachers.base import best_mask
+from edge_medsam.training.configs import DistillConfig
 from edge_medsam.training.losses import (
     embedding_distillation,
     mask_losses,
@@ -25,30 +25,6 @@ from edge_medsam.training.losses import (
 )
 from edge_medsam.training.prompt_objects import simulate_batch
 from edge_medsam.training.teacher_view import TeacherView
-
-STAGES = ("general", "decoupled", "decoder")
-
-
-@dataclass
-class DistillConfig:
-    """Loss weights and prompt simulation of one MMDKD stage (the recipe's `distill:` section)."""
-
-    stage: str = "decoder"
-    embed_weight: float = 1.0
-    cosine_weight: float = 0.0
-    kd_mask_weight: float = 1.0
-    gt_mask_weight: float = 1.0
-    auto_weight: float = 1.0
-    patch_weight: float = 1.0
-    confidence_weight: float = 0.5
-    modality_weight: float = 0.2
-    refine_weight: float = 1.0
-    refine_rounds: int = 3  # correction clicks per refinement, each round adding one to the previous ones
-    wrong_auto_prob: float = 0.5  # automatic masks made wrong (an object dropped or a blob added) before refining
-    max_objects: int = 4
-    box_prob: float = 0.5
-    encoder_lr_scale: float = 0.1  # decoder stage: the encoder keeps learning, slowly (0 freezes it)
-    inherited_lr_scale: float = 1.0  # decoder stage: prompt encoder and decoder weights inherited from the teacher
 
 
 class DistillationModel(nn.Module):
@@ -99,8 +75,6 @@ class StudentDistillTask:
     """One MMDKD stage as an engine task; teachers come through TeacherView (one for all, or one per modality)."""
 
     def __init__(self, config: DistillConfig, teacher: TeacherView | None):
-        if config.stage not in STAGES:
-            raise ValueError(f"unknown stage {config.stage!r}; use one of {STAGES}")
         if config.stage != "decoder" and teacher is None:
             raise ValueError(f"stage {config.stage!r} distils embeddings and needs a teacher")
         self.config = config

@@ -9,9 +9,9 @@ from typing import Any
 
 import torch
 
+from edge_medsam.config_check import check_keys
 from edge_medsam.data.dataset import SegmentationDataset
 from edge_medsam.data.layouts import Sample
-from edge_medsam.errors import EdgeMedSAMError
 from edge_medsam.models.files import save_model
 from edge_medsam.models.teachers import load_teacher
 from edge_medsam.models.teachers.syncsam import SyncSamTeacher, build_syncsam
@@ -24,9 +24,7 @@ OPTIONS = ("arch", "image_size", "cnn", "cnn_kwargs", "cnn_weights", "spatial_pr
 
 def syncsam_from_section(section: TeacherSection, seed: int = 0) -> SyncSamTeacher:
     """The recipe's SyncSAM: ``options`` (arch and image_size default to the section's), SAM weights if given."""
-    unknown = sorted(set(section.options) - set(OPTIONS))
-    if unknown:
-        raise EdgeMedSAMError(f"unknown SyncSAM options {unknown} in teacher.options", fix=f"use only {list(OPTIONS)}")
+    check_keys(section.options, OPTIONS, "teacher.options (SyncSAM)")
     options: dict[str, Any] = {"arch": section.arch, "image_size": section.image_size, **section.options}
     with torch.random.fork_rng():
         torch.manual_seed(seed)  # the same recipe and seed start from the same random CNN and new modules

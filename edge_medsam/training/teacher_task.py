@@ -10,7 +10,6 @@ optimizer step, so gradient accumulation, AMP and DDP apply unchanged.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,20 +21,10 @@ from edge_medsam.data.prompts import points_from_error
 from edge_medsam.engine.trainer import StepContext
 from edge_medsam.models.teachers.base import Teacher, best_mask
 from edge_medsam.preprocess import PreprocessConfig
+from edge_medsam.training.configs import InteractiveConfig
 from edge_medsam.training.losses import mask_losses
 from edge_medsam.training.prompt_objects import simulate_batch
 from edge_medsam.training.teacher_view import reframe
-
-
-@dataclass
-class InteractiveConfig:
-    """Prompt simulation of the teacher's training (the recipe's `interactive:` section)."""
-
-    iterations: int = 8  # decoder-only refinement passes after the first (SAM-Med2D: 8)
-    objects_per_image: int = 5
-    box_prob: float = 0.5
-    click_counts: tuple[int, ...] = (1, 3, 5, 9)
-    box_jitter: float = 0.1
 
 
 def _point_counts(choices: tuple[int, ...]) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from edge_medsam.config_check import check_keys
 from edge_medsam.errors import InputError
 from edge_medsam.models.reference.base import KIND, SamDecoderReference
 from edge_medsam.models.reference.efficientvit import EfficientVitSamConfig, EfficientVitSamEncoder
@@ -83,9 +84,7 @@ def reference_config(name: str, **overrides: Any) -> Any:
     """The native configuration of ``name`` with ``overrides`` (e.g. image_size, widths) applied."""
     default = REFERENCES[reference_key(name)].config
     known = {f.name: f for f in fields(default)}
-    unknown = sorted(set(overrides) - set(known))
-    if unknown:
-        raise InputError(f"unknown settings {unknown} for reference {name!r}", fix=f"use only {sorted(known)}")
+    check_keys(overrides, known, f"settings of reference {name!r}")
     values = {key: tuple(value) if isinstance(value, list) else value for key, value in overrides.items()}
     return replace(default, **values)
 

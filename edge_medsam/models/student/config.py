@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from edge_medsam.config_check import check_keys
 from edge_medsam.errors import EdgeMedSAMError
 from edge_medsam.modalities import MODALITIES
 from edge_medsam.runtime.manifest import LEGACY_PROMPTED_WEIGHT
@@ -58,10 +59,7 @@ class StudentConfig:
     def from_dict(cls, data: dict[str, Any]) -> StudentConfig:
         """Build from a stored config (checkpoint, manifest), rejecting unknown keys. One stored before
         ``prompted_self_prompt_weight`` existed was trained with the self-prompt on prompted objects (weight 1)."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise EdgeMedSAMError(f"unknown student settings {sorted(unknown)}", fix=f"use only {sorted(known)}")
+        check_keys(data, {f.name for f in fields(cls)}, "student settings")
         return cls(**{"prompted_self_prompt_weight": LEGACY_PROMPTED_WEIGHT, **data})
 
 

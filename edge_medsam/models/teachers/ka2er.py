@@ -26,7 +26,8 @@ from monai.networks.nets import DynUNet, SwinUNETR
 from segment_anything.modeling.common import LayerNorm2d, MLPBlock
 from torch import nn
 
-from edge_medsam.errors import EdgeMedSAMError, InputError
+from edge_medsam.config_check import check_keys
+from edge_medsam.errors import InputError
 from edge_medsam.modalities import get_modality
 from edge_medsam.models.prompt_maps import SpatialPromptEncoder
 from edge_medsam.models.sam.components import build_mask_decoder, build_prompt_encoder
@@ -112,10 +113,7 @@ class Ka2erConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Ka2erConfig:
         """Build from a recipe mapping, rejecting unknown keys with the list of valid ones."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise EdgeMedSAMError(f"unknown KA²ER options {unknown}", fix=f"use only {sorted(known)}")
+        check_keys(data, {f.name for f in fields(cls)}, "KA²ER options")
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:

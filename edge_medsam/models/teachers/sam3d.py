@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from edge_medsam.config_check import check_keys
 from edge_medsam.errors import EdgeMedSAMError, InputError
 from edge_medsam.models.sam.arch import get_arch
 from edge_medsam.models.teachers.base import Points, PromptBatch, Teacher, TeacherFeatures, TeacherProfile
@@ -125,10 +126,7 @@ class Sam3DConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Sam3DConfig:
         """Build from a mapping (a recipe's teacher options, a model file's spec), rejecting unknown keys."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise EdgeMedSAMError(f"unknown 3D SAM adapter settings {unknown}", fix=f"use only {sorted(known)}")
+        check_keys(data, {f.name for f in fields(cls)}, "3D SAM adapter settings")
         return cls(**data)
 
 
