@@ -104,6 +104,16 @@ def _runner(fmt: str, path: Path) -> Runner:
     return onnxruntime_runner(path) if fmt == "onnx" else openvino_runner(path)
 
 
+def _rejection(trials: list[dict[str, Any]], budget: float | None) -> str:
+    """Why every INT8 tier of a graph was refused."""
+    spread = [t for t in trials if "compile_spread" in t]
+    if len(spread) == len(trials):
+        worst = max(t["compile_spread"] for t in spread)
+        return f"every INT8 tier computed differently on each compilation (outputs apart by up to {worst:.3g} relative)"
+    return f"every INT8 tier lost more than {budget} Dice on validation images" + (
+        f" or computed differently on each compilation ({len(spread)} of {len(trials)} tiers)" if spread else "")
+
+
 def _calibration_items(calib: list[Probe], reference: ChainOutputs) -> dict[str, list[dict[str, np.ndarray]]]:
     """Encoder feeds, and decoder feeds that cover every prompt path: sampled boxes/clicks with and without the
     self-prompt, the self-prompt alone, and a refinement round with the previous mask as mask prompt."""
@@ -229,6 +239,10 @@ class _BundleBuilder:
             for tier in TIERS:
                 self.files[(graph, "int8", fmt)] = self.steps(
                     f"{fmt} INT8 {graph} ({tier})", lambda g=graph, t=tier: self._quantize(fmt, g, t, onnx_fp32, items))
+                spread = self._compile_spread(fmt, graph, items[graph][0])
+                if spread > FP32_RTOL:
+                    trials.append({"tier": tier, "compile_spread": round(spread, 6)})
+                    continue
                 if budget is None:
                     chosen[graph] = tier
                     break
@@ -240,7 +254,7 @@ class _BundleBuilder:
                     break
             report[graph] = {"chosen": chosen[graph], "trials": trials}
             if chosen[graph] == "fp32":
-                self._keep_fp32(fmt, graph, report, f"every INT8 tier lost more than {budget} Dice on validation images")
+                self._keep_fp32(fmt, graph, report, _rejection(trials, budget))
         if budget is not None and all(chosen[g] != "fp32" for g in GRAPHS):
             dice = self._validation_dice(fmt, dict.fromkeys(GRAPHS, "int8"), validation)
             drop = max(baseline[k] - dice[k] for k in PROMPT_KINDS)
@@ -253,6 +267,14 @@ class _BundleBuilder:
             report["qdq"] = {g: qdq_summary(onnx.load(str(self.main(g, "int8", fmt))))
                              for g in GRAPHS if report[g]["chosen"] != "fp32"}
         self.metrics["quantization"][fmt] = report
+
+    def _compile_spread(self, fmt: str, graph: str, feed: dict[str, np.ndarray]) -> float:
+        """How far two compilations of the INT8 graph disagree on one feed (max |difference| relative to
+        max(1, max |output|)); a variant that computes differently on each load is not shipped."""
+        path = self.main(graph, "int8", fmt)
+        first, second = _runner(fmt, path)(feed), _runner(fmt, path)(feed)
+        return max(float(np.abs(first[k].astype(np.float64) - second[k]).max()) / max(1.0, float(np.abs(first[k]).max()))
+                   for k in first if first[k].dtype.kind == "f" and first[k].size)
 
     def _keep_fp32(self, fmt: str, graph: str, report: dict[str, Any], reason: str) -> None:
         """The INT8 variant of ``graph`` becomes its FP32 file; the manifest says why."""
