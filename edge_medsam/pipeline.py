@@ -204,9 +204,10 @@ def _real_scans(ctx: StageContext, real_root: str) -> Path:
 
 
 def _stage_benchmark(ctx: StageContext) -> dict[str, Any]:
-    """The benchmark harness (``benchmarks/`` of the repository) on the run's bundle; ``benchmark: {mode: none}``
+    """The benchmark harness (``edge_medsam.benchmark``) on the run's bundle; ``benchmark: {mode: none}``
     skips it. Other keys of the section are the harness's settings (e.g. anchors, threads, precisions)."""
-    from edge_medsam.cli.bench import harness
+    from edge_medsam.benchmark.run import run_benchmark
+    from edge_medsam.benchmark.settings import preset_settings
 
     options = dict(ctx.recipe.benchmark)
     mode = options.pop("mode", "quick")
@@ -214,9 +215,9 @@ def _stage_benchmark(ctx: StageContext) -> dict[str, Any]:
         return {"results": None}
     options.setdefault("presets", [])
     options.setdefault("note", f"edge-medsam pipeline run {ctx.recipe.name}")
-    settings = harness("settings").preset_settings(mode, bundles=[Path(ctx.outputs["export"]["bundle"])],
+    settings = preset_settings(mode, bundles=[Path(ctx.outputs["export"]["bundle"])],
                                                    out=ctx.stage_dir, work=ctx.stage_dir / "work", **options)
-    folder = harness("run").run_benchmark(settings, log=lambda line: print(line, flush=True))
+    folder = run_benchmark(settings, log=lambda line: print(line, flush=True))
     return {"results": str(folder)}
 
 

@@ -9,11 +9,8 @@ silently falls back to a default nor fails after the teacher has trained.
 from __future__ import annotations
 
 import hashlib
-import importlib
-import importlib.util
 import json
 import os
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -209,17 +206,10 @@ def _check_benchmark(section: dict[str, Any]) -> None:
 
 
 def _bench_settings() -> type:
-    """The harness's BenchSettings (``benchmarks/`` of the repository this package runs from, as the pipeline's)."""
-    repo = Path(__file__).resolve().parents[1]
-    if importlib.util.find_spec("benchmarks") is None and (repo / "benchmarks" / "settings.py").is_file():
-        sys.path.insert(0, str(repo))
-    try:
-        return importlib.import_module("benchmarks.settings").BenchSettings
-    except ModuleNotFoundError as err:
-        if err.name != "benchmarks":
-            raise
-        raise EdgeMedSAMError("benchmark settings other than mode need the benchmark harness, which is not installed "
-                              "with the package", fix="run from a clone of the repository, or keep only mode") from None
+    """The benchmark harness's settings class (imported only when a recipe sets more than ``mode``)."""
+    from edge_medsam.benchmark.settings import BenchSettings
+
+    return BenchSettings
 
 
 def load_recipe(path: str | os.PathLike[str]) -> Recipe:

@@ -15,12 +15,12 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from runtime_bundle import cached_bundle
 
-from benchmarks import compare
-from benchmarks.machine import describe_machine, fp32_flops_per_cycle, machine_slug, measured_peak, theoretical_peak
-from benchmarks.macs import count_macs
-from benchmarks.prompts import ExamplePrompter, best_logits
-from benchmarks.report import rewrite
-from benchmarks.timing import Task, TimingPlan, plan_calls, run_interleaved, spread_over_rounds, summarize
+from edge_medsam.benchmark import compare
+from edge_medsam.benchmark.machine import describe_machine, fp32_flops_per_cycle, machine_slug, measured_peak, theoretical_peak
+from edge_medsam.benchmark.macs import count_macs
+from edge_medsam.benchmark.prompts import ExamplePrompter, best_logits
+from edge_medsam.benchmark.report import rewrite
+from edge_medsam.benchmark.timing import Task, TimingPlan, plan_calls, run_interleaved, spread_over_rounds, summarize
 from edge_medsam.cli import main
 
 QUICK_BACKENDS = ("pytorch", "onnxruntime", "openvino", "tensorrt")
@@ -262,10 +262,10 @@ def test_cli_rejects_bad_options(tmp_path: Path, capsys: pytest.CaptureFixture[s
 def test_anchor_graphs_are_released_before_the_3d_case_and_ours_kept() -> None:
     from types import SimpleNamespace
 
-    from benchmarks.engines import Loaded
-    from benchmarks.run import release_anchor_graphs
-    from benchmarks.scenarios import Variant
-    from benchmarks.subjects import ANCHOR, OURS
+    from edge_medsam.benchmark.engines import Loaded
+    from edge_medsam.benchmark.run import release_anchor_graphs
+    from edge_medsam.benchmark.scenarios import Variant
+    from edge_medsam.benchmark.subjects import ANCHOR, OURS
 
     def runner(feeds):
         return {"out": np.zeros(1)}

@@ -1,16 +1,13 @@
-"""`edge-medsam bench`: the latency benchmark harness (``benchmarks/`` in the repository; ``python -m benchmarks``)."""
+"""`edge-medsam bench`: the latency benchmark harness (``edge_medsam.benchmark``; also ``python -m benchmarks``)."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import sys
 from dataclasses import replace
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-from edge_medsam.errors import EdgeMedSAMError, InputError
+from edge_medsam.errors import InputError
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -76,23 +73,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run_bench, mode="full")
 
 
-def harness(module: str) -> ModuleType:
-    """A module of the ``benchmarks`` package of the repository this package runs from (not part of the wheel)."""
-    try:
-        return importlib.import_module(f"benchmarks.{module}")
-    except ModuleNotFoundError as err:
-        if err.name != "benchmarks":
-            raise
-    repo = Path(__file__).resolve().parents[2]
-    if not (repo / "benchmarks" / "run.py").is_file():
-        raise EdgeMedSAMError("the benchmark harness is not installed with the package",
-                              fix="run it from a clone of the repository (python -m benchmarks)")
-    sys.path.insert(0, str(repo))
-    return importlib.import_module(f"benchmarks.{module}")
-
-
-def settings_from_args(args: argparse.Namespace, settings_module: ModuleType) -> Any:
+def settings_from_args(args: argparse.Namespace) -> Any:
     """The run's settings: the mode's preset with every given option applied."""
+    from edge_medsam.benchmark.settings import preset_settings
+
     given: dict[str, Any] = {"note": args.note, "plots": not args.no_plots, "bundles": args.bundle,
                              "compare_bundles": args.compare_bundle, "model_files": args.model, "sizes": args.size}
     if args.preset is not None:
@@ -107,7 +91,7 @@ def settings_from_args(args: argparse.Namespace, settings_module: ModuleType) ->
                           ("out", "out"), ("work", "work"), ("seed", "seed")):
         if getattr(args, option) is not None:
             given[field] = getattr(args, option)
-    settings = settings_module.preset_settings(args.mode, **given)
+    settings = preset_settings(args.mode, **given)
     ct = settings.ct
     if args.ct is not None:
         ct = replace(ct, slices=args.ct[0], size=args.ct[1])
@@ -127,7 +111,9 @@ def settings_from_args(args: argparse.Namespace, settings_module: ModuleType) ->
 
 def run_bench(args: argparse.Namespace) -> int:
     """Run the benchmark and print where the results went."""
-    settings = settings_from_args(args, harness("settings"))  # checked before the heavy imports of the run
-    folder = harness("run").run_benchmark(settings)
+    settings = settings_from_args(args)  # checked before the heavy imports of the run
+    from edge_medsam.benchmark.run import run_benchmark
+
+    folder = run_benchmark(settings)
     print(f"results: {folder}")
     return 0

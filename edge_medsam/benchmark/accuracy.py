@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.scenarios import Variant
+from edge_medsam.benchmark.scenarios import Variant
 from edge_medsam.compress.parity import PROMPT_KINDS, ChainOutputs, dice, dice_scores, run_chain
 
 

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.engines import Loaded
-from benchmarks.subjects import OURS, Subject
+from edge_medsam.benchmark.engines import Loaded
+from edge_medsam.benchmark.subjects import OURS, Subject
 from edge_medsam.data.prompts import box_from_mask
 from edge_medsam.modalities import normalise_intensity
 from edge_medsam.preprocess import Geometry, logits_to_original, to_model_input

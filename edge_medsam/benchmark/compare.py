@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks.subjects import ANCHOR, OURS
+from edge_medsam.benchmark.subjects import ANCHOR, OURS
 
 # The targets (figures to report, never test assertions).
 SPEEDUP_TARGETS = {"litemedsam": 30.0, "esp_medsam": 60.0}

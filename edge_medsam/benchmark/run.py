@@ -15,12 +15,12 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks import coldstart, compare, report
-from benchmarks.accuracy import measure_accuracy
-from benchmarks.engines import Loaded, Skipped, load_graph
-from benchmarks.machine import describe_machine, load_average, machine_slug, measured_peak, theoretical_peak
-from benchmarks.macs import count_macs
-from benchmarks.scenarios import (
+from edge_medsam.benchmark import coldstart, compare, report
+from edge_medsam.benchmark.accuracy import measure_accuracy
+from edge_medsam.benchmark.engines import Loaded, Skipped, load_graph
+from edge_medsam.benchmark.machine import describe_machine, load_average, machine_slug, measured_peak, theoretical_peak
+from edge_medsam.benchmark.macs import count_macs
+from edge_medsam.benchmark.scenarios import (
     Pipeline,
     TestImage,
     Variant,
@@ -32,8 +32,8 @@ from benchmarks.scenarios import (
     prompt_call,
     run_ct_case,
 )
-from benchmarks.settings import BenchSettings
-from benchmarks.subjects import (
+from edge_medsam.benchmark.settings import BenchSettings
+from edge_medsam.benchmark.subjects import (
     ANCHOR,
     OURS,
     Subject,
@@ -44,7 +44,7 @@ from benchmarks.subjects import (
     synthetic_probes,
     zero_outputs,
 )
-from benchmarks.timing import Task, run_interleaved, summarize, summarize_samples
+from edge_medsam.benchmark.timing import Task, run_interleaved, summarize, summarize_samples
 from edge_medsam.errors import InputError
 from edge_medsam.models.reference import REFERENCE_NAMES
 

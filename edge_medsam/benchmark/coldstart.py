@@ -1,6 +1,6 @@
 """Cold start: a new Python process, from its launch to the first mask, and its peak resident memory.
 
-The parent writes a spec, starts ``python -m benchmarks.coldstart SPEC`` and times the process from launch to
+The parent writes a spec, starts ``python -m edge_medsam.benchmark.coldstart SPEC`` and times the process from launch to
 exit; the child imports only what a deployment imports (numpy + the backend; never torch), loads the
 graphs, segments one CT slice and reports its own stage times and peak resident memory. Our bundles go through
 the torch-free runtime (``Predictor.from_bundle`` → ``set_image`` → ``predict``: the product path); anchors, which have no
@@ -24,8 +24,6 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _peak_rss_mb() -> float:
@@ -114,12 +112,12 @@ def child(spec_path: str) -> None:
 
 def spec_for(subject: Any, backend: str, precision: str, threads: int, pixels: Path, box: np.ndarray,
              workdir: Path) -> dict[str, Any]:
-    """What a child needs for a subject (a ``benchmarks.subjects.Subject``): its bundle, or its graphs and their
+    """What a child needs for a subject (a ``edge_medsam.benchmark.subjects.Subject``): its bundle, or its graphs and their
     example feeds (pickled into ``workdir``), the slice (``pixels``, .npy) and, for anchors, the box prompt."""
     spec: dict[str, Any] = {"backend": backend, "precision": precision, "threads": threads, "image": str(pixels)}
     if subject.bundle is not None:
         return spec | {"kind": "bundle", "bundle": str(subject.bundle)}
-    from benchmarks.subjects import graph_outputs  # here, not above: the child would pay for importing onnx
+    from edge_medsam.benchmark.subjects import graph_outputs  # here, not above: the child would pay for importing onnx
 
     pair = subject.variants[("openvino" if backend == "openvino" else "onnx", precision)]
     probe = subject.encoder_inputs(np.zeros((1, 3, subject.size, subject.size), np.float32))
@@ -138,11 +136,10 @@ def launch(spec: dict[str, Any], workdir: Path, timeout_s: float = 600.0) -> dic
     workdir.mkdir(parents=True, exist_ok=True)
     spec_path = workdir / f"coldstart-{os.getpid()}-{time.time_ns()}.json"
     spec_path.write_text(json.dumps(spec))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-           "OMP_NUM_THREADS": str(spec["threads"])}
+    env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"])}
     start = time.perf_counter()
     try:
-        done = subprocess.run([sys.executable, "-m", "benchmarks.coldstart", str(spec_path)], cwd=REPO, env=env,
+        done = subprocess.run([sys.executable, "-m", "edge_medsam.benchmark.coldstart", str(spec_path)], cwd=workdir, env=env,
                               capture_output=True, text=True, timeout=timeout_s, check=False)
     finally:
         spec_path.unlink(missing_ok=True)

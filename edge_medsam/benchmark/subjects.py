@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 
 import edge_medsam
-from benchmarks.prompts import ContractPrompter, ExamplePrompter
+from edge_medsam.benchmark.prompts import ContractPrompter, ExamplePrompter
 from edge_medsam.errors import EdgeMedSAMError
 from edge_medsam.preprocess import PreprocessConfig
 from edge_medsam.runtime.manifest import AUTO_MODALITY, read_manifest, sha256_file, verify_bundle

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.subjects import Subject, graph_inputs, graph_outputs
+from edge_medsam.benchmark.subjects import Subject, graph_inputs, graph_outputs
 
 BACKENDS = ("pytorch", "onnxruntime", "openvino", "tensorrt")
 Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]

@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.engines import BACKENDS
-from benchmarks.machine import usable_cores
-from benchmarks.timing import TimingPlan
+from edge_medsam.benchmark.engines import BACKENDS
+from edge_medsam.benchmark.machine import usable_cores
+from edge_medsam.benchmark.timing import TimingPlan
 from edge_medsam.errors import InputError
 from edge_medsam.models.student.config import PRESETS
 
@@ -59,7 +59,7 @@ class BenchSettings:
     accuracy_images: int = 24
     gemm_side: int = 2048  # side of the square FP32 GEMM that measures this machine's peak
     calib_images: int = 32
-    out: Path = Path(__file__).resolve().parent / "results"
+    out: Path = Path("benchmarks/results")  # relative to where it runs: a clone's benchmarks/results
     work: Path | None = None  # exported bundles and graphs (default: a folder in the system temp dir)
     note: str = ""
     plots: bool = True

@@ -1,7 +1,7 @@
 """Writing a run's results: ``results.json`` (everything), CSV tables, a Markdown report (``README.md``) and PNG
 plots (latency vs Dice; latency by backend and precision), all into ``benchmarks/results/<machine>/``.
 
-``python -m benchmarks.report RESULTS_JSON`` re-derives the comparisons and rewrites every file beside it,
+``python -m edge_medsam.benchmark.report RESULTS_JSON`` re-derives the comparisons and rewrites every file beside it,
 without measuring again (after a change to the report, or to the targets).
 """
 
@@ -17,8 +17,8 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.compare import RATIO_COLUMNS, derive
-from benchmarks.subjects import ANCHOR, OURS, Subject, graph_parameters
+from edge_medsam.benchmark.compare import RATIO_COLUMNS, derive
+from edge_medsam.benchmark.subjects import ANCHOR, OURS, Subject, graph_parameters
 from edge_medsam.engine.logs import atomic_write_text
 
 STAGES = ("preprocess", "encoder", "decoder", "postprocess")
