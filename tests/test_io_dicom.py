@@ -235,14 +235,14 @@ def test_series_without_positions_falls_back_to_instance_numbers(tmp_path):
     assert np.allclose(read.spacing, (0.75, 0.6, 2.5))
 
 
-def test_several_series_in_one_folder_pick_the_largest_and_warn(tmp_path):
+def test_several_series_in_one_folder_are_listed_and_one_is_picked(tmp_path):
     write_dicom_series(tmp_path / "mixed" / "a", oblique_volume((6, 5, 5)))
     small = write_dicom_series(tmp_path / "mixed" / "b", oblique_volume((6, 5, 2)), "MR")
-    with pytest.warns(UserWarning, match="holds 2 series"):
-        read = read_volume(tmp_path / "mixed")
-    assert read.shape == (6, 5, 5) and len(read.meta["other_series"]) == 1
-    chosen = read_dicom_series(tmp_path / "mixed", series_uid=pydicom.dcmread(small[0]).SeriesInstanceUID)
+    raises_for(tmp_path / "mixed", read_volume, tmp_path / "mixed", match="holds 2 series")
+    chosen = read_dicom_series(tmp_path / "mixed", series=pydicom.dcmread(small[0]).SeriesInstanceUID)
     assert chosen.shape == (6, 5, 2) and chosen.modality == "mr" and not chosen.hounsfield
+    assert len(chosen.meta["other_series"]) == 1
+    raises_for(tmp_path / "mixed", read_volume, tmp_path / "mixed", series="1", match="2 series have the number 1")
 
 
 def test_series_errors(tmp_path):

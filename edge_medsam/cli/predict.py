@@ -37,7 +37,11 @@ def register(commands: argparse._SubParsersAction) -> None:
         "predict", help="segment images and volumes with a model bundle (torch-free runtime)",
         description="Segment images (PNG/JPEG/TIFF/DICOM), DICOM series, NIfTI volumes and MedSAM-on-Laptop .npz "
                     "cases. Without prompts every input is segmented by the model's self-prompt.")
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders of images, DICOM series folders")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="files, folders of images, DICOM series folders, zips or DICOMDIR media")
+    parser.add_argument("--series", metavar="UID_OR_NUMBER",
+                        help="the DICOM series to read (SeriesInstanceUID or SeriesNumber) where an input holds "
+                             "several; every input folder is then searched whole for it")
     parser.add_argument("--bundle", type=Path, help="bundle folder or .zip (default: the shipped demo bundle)")
     parser.add_argument("--out", type=Path, required=True, help="folder for the masks and summary.jsonl")
     parser.add_argument("--format", default="auto", choices=OUTPUT_FORMATS,
@@ -154,7 +158,7 @@ def _segment_volume(predictor: Predictor, loaded: LoadedInput, args: argparse.Na
 def process(predictor: Predictor, path: Path, args: argparse.Namespace, taken: set[Path]) -> dict[str, Any]:
     """Segment one input and write its mask; returns its summary (raises EdgeMedSAMError on a bad input)."""
     start = time.perf_counter()
-    loaded = load_input(path)
+    loaded = load_input(path, series=args.series)
     read_ms = (time.perf_counter() - start) * 1e3
     fmt = output_format(args.format, loaded)
     done = _segment_volume(predictor, loaded, args) if loaded.is_3d else _segment_image(predictor, loaded, args)
@@ -193,7 +197,7 @@ def run_predict(args: argparse.Namespace) -> int:
                                       device=args.device, threads=args.threads, hint=args.hint,
                                       cache_dir=args.cache_dir)
     args.out.mkdir(parents=True, exist_ok=True)
-    inputs = discover_inputs(args.inputs)
+    inputs = discover_inputs(args.inputs, args.series)
     from tqdm import tqdm
 
     failed, taken = 0, set()

@@ -34,6 +34,7 @@ def held_remarks() -> Iterator[list[str]]:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
+            warnings.simplefilter("ignore", ResourceWarning)  # a library's unclosed temporary folder, not a remark
             try:
                 yield remarks
             finally:

@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,8 @@ from edge_medsam.io.files import (
     existing_file,
     not_readable,
     resolve_limits,
-    sniff_format,
 )
+from edge_medsam.io.gzipped import gunzip, is_gzip, not_gzip_image, sniff
 from edge_medsam.io.types import Image2D, ReadLimits, Volume
 from edge_medsam.modalities import modality_from_dicom
 
@@ -65,13 +66,21 @@ def dicom_errors(path: PathLike) -> Iterator[None]:
                            fix=_TRUNCATED_FIX) from err
 
 
-def read_dataset(path: PathLike) -> Dataset:
-    """Read a DICOM file with pydicom; files without the DICM preamble are read only if named .dcm/.ima."""
+def dicom_source(path: Path, limits: ReadLimits | None = None) -> Path | BytesIO:
+    """What pydicom reads: the file, or the content of a gzip-compressed one."""
+    return BytesIO(gunzip(path, resolve_limits(limits))) if is_gzip(path) else path
+
+
+def read_dataset(path: PathLike, limits: ReadLimits | None = None) -> Dataset:
+    """Read a DICOM file (or gzip-compressed DICOM) with pydicom; files without the DICM preamble are read only if
+    named .dcm/.ima."""
     p = existing_file(path)
-    force = sniff_format(p) == "dicom"
+    kind = sniff(p)
+    if kind == "gzip":
+        raise not_gzip_image(p)
     with dicom_errors(p):
         try:
-            ds = pydicom.dcmread(p, force=force)
+            ds = pydicom.dcmread(dicom_source(p, limits), force=kind == "dicom")
         except InvalidDicomError as err:
             raise not_readable(p, "not a DICOM file (no DICM marker)") from err
         if "TransferSyntaxUID" not in ds.file_meta:
@@ -356,7 +365,7 @@ def stack_frames(frames: Sequence[np.ndarray]) -> np.ndarray:
 def read_dicom_image(path: PathLike, limits: ReadLimits | None = None) -> Image2D:
     """Read one single-frame DICOM image as an Image2D (HU for CT, window kept, MONOCHROME1 inverted)."""
     limits = resolve_limits(limits)
-    ds = read_dataset(path)
+    ds = read_dataset(path, limits)
     p = Path(path)
     with dicom_errors(p):
         check_image_dataset(ds, p)
@@ -391,7 +400,7 @@ def volume_from_frames(frames: Sequence[Frame], attrs: Sequence[Dataset], fallba
 def read_dicom_file_volume(path: PathLike, limits: ReadLimits | None = None) -> Volume:
     """Read a multi-frame DICOM file (or one single-frame image as a one-slice volume) as a Volume."""
     limits = resolve_limits(limits)
-    ds = read_dataset(path)
+    ds = read_dataset(path, limits)
     p = Path(path)
     with dicom_errors(p):
         check_image_dataset(ds, p)

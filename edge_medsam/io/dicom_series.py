@@ -1,4 +1,4 @@
-"""A DICOM series from a folder (or a zip of one) → Volume, sorted in space, with its RAS affine."""
+"""A DICOM series from a folder, a zip of one or DICOMDIR media → Volume, sorted in space, with its RAS affine."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any
 
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.fileset import FileSet
 
 from edge_medsam.errors import InputError
 from edge_medsam.io.dicom import (
@@ -23,6 +24,7 @@ from edge_medsam.io.dicom import (
     decode,
     dicom_errors,
     dicom_modality,
+    dicom_source,
     drop_pixels,
     frame_attributes,
     number_of_frames,
@@ -33,11 +35,13 @@ from edge_medsam.io.dicom import (
 )
 from edge_medsam.io.dicom_header import drop_malformed
 from edge_medsam.io.files import ZIP_ERRORS, PathLike, check_voxels, existing_file, resolve_limits
+from edge_medsam.io.gzipped import dicom_marked
 from edge_medsam.io.types import ReadLimits, Volume
 
 MAX_FILES = 100_000
 _DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 _FOLDER_FIX = "give the folder that holds the .dcm files of one series (or a zip of it)"
+_PICK_FIX = "pick one with --series SeriesInstanceUID or SeriesNumber (in Python: read_volume(path, series=...))"
 
 
 def _candidates(folder: Path) -> list[Path]:
@@ -50,15 +54,28 @@ def _candidates(folder: Path) -> list[Path]:
     return files
 
 
-def _header(file: Path) -> Dataset | None:
+def _dicomdir(folder: Path) -> Path | None:
+    """The folder's DICOMDIR file, if it is DICOM media."""
+    return next((p for p in sorted(folder.iterdir()) if p.name.upper() == "DICOMDIR" and p.is_file()), None)
+
+
+def _referenced(dicomdir: Path) -> list[Path]:
+    """The files a DICOMDIR's records reference (pydicom warns of, and drops, those missing)."""
+    try:
+        return [Path(instance.path) for instance in FileSet(dicomdir)]
+    except DICOM_ERRORS as err:
+        raise InputError(f"the DICOMDIR cannot be read ({type(err).__name__}: {err})", path=dicomdir,
+                         fix="give the folder of one series instead") from err
+
+
+def _header(file: Path, limits: ReadLimits) -> Dataset | None:
     """The header of a DICOM image file, or None for anything else (other files in the folder are ignored)."""
     marked = False
     try:
-        with open(file, "rb") as f:
-            marked = f.read(132)[128:132] == b"DICM"
+        marked = dicom_marked(file)
         if not marked and file.suffix.lower() not in _DICOM_SUFFIXES:
             return None
-        ds = pydicom.dcmread(file, stop_before_pixels=True, force=not marked)
+        ds = pydicom.dcmread(dicom_source(file, limits), stop_before_pixels=True, force=not marked)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # reading the chosen series' files repeats them
             drop_malformed(ds, file)
@@ -74,26 +91,39 @@ def _header(file: Path) -> Dataset | None:
 
 def _describe(uid: str, members: list[tuple[Path, Dataset]]) -> dict[str, Any]:
     ds = members[0][1]
-    return {"series_instance_uid": uid, "images": len(members), "modality": str(ds.get("Modality", "")),
+    number = ds.get("SeriesNumber")
+    return {"series_instance_uid": uid, "series_number": None if number in (None, "") else int(number),
+            "images": len(members), "modality": str(ds.get("Modality", "")),
             "description": str(ds.get("SeriesDescription", ""))}
 
 
-def _choose_series(groups: dict[str, list[tuple[Path, Dataset]]], series_uid: str | None, folder: str
+def _listing(series: list[dict[str, Any]]) -> str:
+    return "; ".join(f"{s['series_instance_uid']} (number {'-' if s['series_number'] is None else s['series_number']}"
+                     f", {s['modality']} {s['description']!r}, {s['images']} images)" for s in series)
+
+
+def _named(described: dict[str, Any], name: str | None) -> bool:
+    """True if ``name`` is None or the series' UID or number."""
+    number = described["series_number"]
+    return name in (None, described["series_instance_uid"]) or (number is not None and name == str(number))
+
+
+def _choose_series(groups: dict[str, list[tuple[Path, Dataset]]], series: str | None, folder: str
                    ) -> tuple[str, list[dict[str, Any]]]:
-    if series_uid is not None:
-        if series_uid not in groups:
-            raise InputError(f"holds no series {series_uid}", path=folder,
-                             fix=f"use one of: {', '.join(sorted(groups))}")
-        chosen = series_uid
-    else:
-        chosen = max(sorted(groups), key=lambda uid: len(groups[uid]))
-    others = [_describe(uid, m) for uid, m in sorted(groups.items()) if uid != chosen]
-    if others and series_uid is None:
-        listed = "; ".join(f"{o['series_instance_uid']} ({o['modality']} {o['description']!r}, {o['images']} images)"
-                           for o in others)
-        warnings.warn(f"{folder}: holds {len(groups)} series; reading the largest, {chosen} "
-                      f"({len(groups[chosen])} images); also there: {listed}", stacklevel=4)
-    return chosen, others
+    """The SeriesInstanceUID of the series ``series`` names (its UID or SeriesNumber), or of the only one there."""
+    found = sorted((_describe(uid, m) for uid, m in groups.items()),
+                   key=lambda d: (d["series_number"] is None, d["series_number"] or 0, d["series_instance_uid"]))
+    wanted = None if series is None else series.strip()
+    chosen = [d for d in found if _named(d, wanted)]
+    if len(chosen) == 1:
+        return chosen[0]["series_instance_uid"], [d for d in found if d is not chosen[0]]
+    if not chosen:
+        raise InputError(f"holds no series {wanted!r}; it holds {len(found)}: {_listing(found)}", path=folder,
+                         fix=_PICK_FIX)
+    if wanted is None:
+        raise InputError(f"holds {len(found)} series: {_listing(found)}", path=folder, fix=_PICK_FIX)
+    raise InputError(f"{len(chosen)} series have the number {wanted}: {_listing(chosen)}", path=folder,
+                     fix="pick one by its SeriesInstanceUID")
 
 
 def _check_uniform(members: list[tuple[Path, Dataset]], label: Callable[[Path], str], shown: str) -> None:
@@ -107,17 +137,18 @@ def _check_uniform(members: list[tuple[Path, Dataset]], label: Callable[[Path], 
                          fix="give a folder that holds one series of same-sized images")
 
 
-def _read_series(folder: Path, limits: ReadLimits, series_uid: str | None, label: Callable[[Path], str],
+def _read_series(folder: Path, limits: ReadLimits, series: str | None, label: Callable[[Path], str],
                  shown: str) -> Volume:
     groups: dict[str, list[tuple[Path, Dataset]]] = defaultdict(list)
-    files = _candidates(folder)
+    dicomdir = _dicomdir(folder)
+    files = _referenced(dicomdir) if dicomdir else _candidates(folder)
     for file in files:
-        header = _header(file)
+        header = _header(file, limits)
         if header is not None:
             groups[str(header.get("SeriesInstanceUID", ""))].append((file, header))
     if not groups:
         raise InputError(f"holds no DICOM images ({len(files)} files looked at)", path=shown, fix=_FOLDER_FIX)
-    chosen, others = _choose_series(groups, series_uid, shown)
+    chosen, others = _choose_series(groups, series, shown)
     members = groups[chosen]
     if any(number_of_frames(ds) > 1 for _, ds in members):
         if len(members) == 1:
@@ -133,7 +164,7 @@ def _read_series(folder: Path, limits: ReadLimits, series_uid: str | None, label
     datasets: list[Dataset] = []
     frames: list[Frame] = []
     for file, _ in members:
-        ds = read_dataset(file)
+        ds = read_dataset(file, limits)
         with dicom_errors(label(file)):
             check_image_dataset(ds, label(file))
             frames.append(pixel_values(decode(ds, label(file)), ds, frame_attributes(ds, 0)))
@@ -150,17 +181,19 @@ def _read_series(folder: Path, limits: ReadLimits, series_uid: str | None, label
                   window=window, source=[datasets[i] for i in order], meta=meta)
 
 
-def read_dicom_series(folder: PathLike, limits: ReadLimits | None = None, *, series_uid: str | None = None
-                      ) -> Volume:
-    """Read the DICOM series in ``folder`` (searched recursively; other files ignored) as a Volume.
+def read_dicom_series(folder: PathLike, limits: ReadLimits | None = None, *, series: str | None = None) -> Volume:
+    """Read the DICOM series in ``folder`` as a Volume: the files its DICOMDIR references (``folder`` may be the
+    DICOMDIR itself), else the files found recursively (other files ignored).
 
-    With several series the largest is read and a warning lists the others (``series_uid`` picks one).
-    ``source`` holds the sorted datasets without their pixel data (what DICOM-SEG needs to reference them).
+    Where several series are there, ``series`` (a SeriesInstanceUID or SeriesNumber) picks one; without it the
+    InputError lists them. ``source`` holds the sorted datasets without their pixel data (for DICOM-SEG).
     """
     root = Path(folder)
+    if root.name.upper() == "DICOMDIR" and root.is_file():
+        root = root.parent
     if not root.is_dir():
         raise InputError("is not a folder", path=root, fix=_FOLDER_FIX)
-    return _read_series(root, resolve_limits(limits), series_uid, str, str(root))
+    return _read_series(root, resolve_limits(limits), series, str, str(root))
 
 
 def extract_zip(archive: Path, destination: Path, *, max_bytes: int, max_members: int = MAX_FILES) -> None:
@@ -201,7 +234,7 @@ def extract_zip(archive: Path, destination: Path, *, max_bytes: int, max_members
                          fix="check the download; encrypted zips are not supported") from err
 
 
-def read_dicom_zip(path: PathLike, limits: ReadLimits | None = None, *, series_uid: str | None = None) -> Volume:
+def read_dicom_zip(path: PathLike, limits: ReadLimits | None = None, *, series: str | None = None) -> Volume:
     """Read a DICOM series from a zip archive (extracted safely to a temporary folder) as a Volume."""
     archive = existing_file(path)
     limits = resolve_limits(limits)
@@ -213,6 +246,6 @@ def read_dicom_zip(path: PathLike, limits: ReadLimits | None = None, *, series_u
         def label(file: Path) -> str:
             return f"{archive}/{file.relative_to(folder).as_posix()}"
 
-        volume = _read_series(folder, limits, series_uid, label, str(archive))
+        volume = _read_series(folder, limits, series, label, str(archive))
     volume.path = archive
     return volume

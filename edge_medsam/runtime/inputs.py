@@ -1,8 +1,9 @@
-"""What `predict` accepts: image files, folders of them, DICOM series folders or zips, NIfTI, NRRD, MedSAM .npz cases.
+"""What `predict` accepts: image files, folders of them, DICOM series folders or zips, DICOMDIR media, NIfTI, NRRD,
+MedSAM .npz cases.
 
 Each input is loaded as a 2D image or a 3D volume (files decide by content, not name); a MedSAM-on-Laptop case
-keeps its boxes. A folder holding DICOM files is one series; any other folder stands for the files and DICOM
-series folders directly inside it.
+keeps its boxes. A folder holding DICOM files (or a DICOMDIR) is one series; any other folder stands for the files
+and DICOM series folders directly inside it, unless a series is picked: then every folder is searched whole for it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from pathlib import Path
 
 from edge_medsam.errors import InputError
 from edge_medsam.io import Image2D, LaptopCase, Volume, read_image, read_laptop_npz, read_volume, slice_volume
-from edge_medsam.io.files import is_npz, optional_module, sniff_format
+from edge_medsam.io.files import is_npz, optional_module
+from edge_medsam.io.gzipped import sniff
 from edge_medsam.io.types import ReadLimits
 
 
@@ -42,8 +44,8 @@ class LoadedInput:
     def stem(self) -> str:
         """The input's name without its extensions (.nii.gz counts as one)."""
         name = self.path.name
-        for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".npz", ".zip", ".dcm", ".png", ".jpg", ".jpeg", ".tif",
-                       ".tiff", ".bmp"):
+        for suffix in (".nii.gz", ".nii", ".dcm.gz", ".nrrd", ".nhdr", ".npz", ".zip", ".dcm", ".png", ".jpg", ".jpeg",
+                       ".tif", ".tiff", ".bmp"):
             if name.lower().endswith(suffix) and len(name) > len(suffix):
                 return name[: -len(suffix)]
         return Path(name).stem or name
@@ -53,19 +55,20 @@ def _holds_dicom(folder: Path) -> bool:
     for entry in sorted(folder.iterdir()):
         if entry.is_file() and not entry.name.startswith("."):
             try:
-                if sniff_format(entry) == "dicom":
+                if sniff(entry) == "dicom":
                     return True
             except OSError:
                 continue
     return False
 
 
-def discover_inputs(paths: list[str | os.PathLike[str]]) -> list[Path]:
-    """Expand folders of images into their files; keep DICOM series folders and everything else as given."""
+def discover_inputs(paths: list[str | os.PathLike[str]], series: str | None = None) -> list[Path]:
+    """Expand folders of images into their files; keep DICOM series folders (every folder when a ``series`` is
+    picked) and everything else as given."""
     found: list[Path] = []
     for raw in paths:
         path = Path(raw)
-        if path.is_dir() and not _holds_dicom(path):
+        if path.is_dir() and series is None and not _holds_dicom(path):
             entries = [p for p in sorted(path.iterdir()) if not p.name.startswith(".")]
             inside = [p for p in entries if p.is_file() or (p.is_dir() and _holds_dicom(p))]
             found += inside or [path]  # a folder with nothing to read stays, so the batch reports it
@@ -92,23 +95,27 @@ def _dicom_file(path: Path, limits: ReadLimits | None) -> LoadedInput:
     return LoadedInput(path, image=read_image(path, limits))
 
 
-def load_input(path: str | os.PathLike[str], limits: ReadLimits | None = None) -> LoadedInput:
-    """Read one input as a 2D image or a 3D volume (InputError naming the file otherwise)."""
+def load_input(path: str | os.PathLike[str], limits: ReadLimits | None = None, *, series: str | None = None
+               ) -> LoadedInput:
+    """Read one input as a 2D image or a 3D volume (InputError naming the file otherwise).
+
+    ``series`` (a SeriesInstanceUID or SeriesNumber) picks one where a folder, zip or DICOMDIR holds several.
+    """
     p = Path(path)
-    if p.is_dir():
-        if not _holds_dicom(p):
+    if p.is_dir() or (p.is_file() and p.name.upper() == "DICOMDIR"):
+        if series is None and p.is_dir() and not _holds_dicom(p):
             raise InputError("is a folder without image files or DICOM series", path=p,
                              fix="give image files, a DICOM series folder or a folder of images")
-        return LoadedInput(p, volume=read_volume(p, limits))
+        return LoadedInput(p, volume=read_volume(p, limits, series=series))
     if not p.exists():
         raise InputError("does not exist", path=p, fix="check the path")
-    kind = sniff_format(p) if p.is_file() and p.stat().st_size else None
+    kind = sniff(p) if p.is_file() and p.stat().st_size else None
     if kind == "zip" and is_npz(p):
         case = read_laptop_npz(p, limits)
         return LoadedInput(p, volume=case.to_volume(), case=case) if case.is_3d else LoadedInput(
             p, image=case.to_image(), case=case)
     if kind == "zip":
-        return LoadedInput(p, volume=read_volume(p, limits))
+        return LoadedInput(p, volume=read_volume(p, limits, series=series))
     if kind in ("nifti", "nrrd"):
         return _nifti(p, limits)
     if kind == "dicom":
