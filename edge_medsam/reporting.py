@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from edge_medsam.engine.logs import atomic_write_text
+from edge_medsam.io.files import atomic_write_text
 from edge_medsam.recipes import Recipe
 
 MODES = ("box", "1pt", "5pt", "auto", "refine")

@@ -21,10 +21,10 @@ from pathlib import Path
 import yaml
 
 from edge_medsam.data.layouts import open_dataset
-from edge_medsam.engine.logs import atomic_write_text
 from edge_medsam.engine.threads import torch_threads
 from edge_medsam.evaluation.real_scans import evaluate_real_scans, real_scan_markdown
 from edge_medsam.evaluation.torch_segmenters import segmenter_for
+from edge_medsam.io.files import atomic_write_text
 from edge_medsam.models.files import load_model
 from edge_medsam.pipeline import run_pipeline
 

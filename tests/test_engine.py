@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 
 from edge_medsam import EdgeMedSAMError
 from edge_medsam.engine.checkpoint import atomic_save, load_checkpoint
+from edge_medsam.engine.logs import Steps
 from edge_medsam.engine.sampler import ResumableSampler
 from edge_medsam.engine.trainer import TrainConfig, Trainer
 
@@ -125,6 +126,13 @@ def test_atomic_save_leaves_no_partial_file(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(EdgeMedSAMError, match=r"junk\.pt"):
         load_checkpoint(tmp_path / "junk.pt")
+
+
+def test_steps_log_each_step_and_keep_its_seconds():
+    lines: list[str] = []
+    steps = Steps(lines.append, prefix="export: ")
+    assert steps("zip", lambda: 7) == 7
+    assert lines == ["export: zip …", f"export: zip done in {steps.seconds['zip']:.1f} s"] and steps.seconds["zip"] >= 0
 
 
 def test_sampler_shards_cover_the_data_and_resume_mid_epoch():

@@ -108,7 +108,7 @@ def checkpoint_step(out: Path) -> int:
     """The step of the run folder's checkpoint (0 without one), after checking every file there loads."""
     folder = out / "checkpoints"
     files = sorted(p for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else []
-    for path in files:  # published files only: a writer's temporary (.name.xxx.tmp) is not a checkpoint
+    for path in files:  # published files only: a writer's temporary (.tmp-xxx-name) is not a checkpoint
         state = load_checkpoint(path)
         assert all(torch.isfinite(v).all() for v in state["model"].values())
     assert [p.name for p in files] in ([], [LATEST])
@@ -151,7 +151,7 @@ def test_sigkill_at_random_moments_never_leaves_a_half_written_checkpoint_and_re
     history = []
     for attempt in range(KILLS + WRITE_KILL_TRIES):
         mid_write = attempt >= KILLS
-        if mid_write and list((out / "checkpoints").glob(".*.tmp")):
+        if mid_write and list((out / "checkpoints").glob(".tmp-*")):
             break  # a kill has caught a checkpoint half-written
         done_before = (logged_steps(out) or [0])[-1]
         process = start(script, out)
@@ -159,7 +159,7 @@ def test_sigkill_at_random_moments_never_leaves_a_half_written_checkpoint_and_re
         wait_until(lambda p=process, d=done_before: (logged_steps(out) or [0])[-1] > d or p.poll() is not None, 120,
                    "the first step")
         if mid_write:
-            wait_until(lambda p=process: any((out / "checkpoints").glob(".*.tmp")) or p.poll() is not None, 60,
+            wait_until(lambda p=process: any((out / "checkpoints").glob(".tmp-*")) or p.poll() is not None, 60,
                        "a checkpoint write")
         else:
             time.sleep(rng.uniform(0.0, 0.5))
@@ -169,13 +169,13 @@ def test_sigkill_at_random_moments_never_leaves_a_half_written_checkpoint_and_re
         kept = checkpoint_step(out)
         history.append((done, kept))
         assert done - kept <= INTERVAL, f"killed after step {done}, the checkpoint is from step {kept}"
-    assert list((out / "checkpoints").glob(".*.tmp")), "no kill landed inside a checkpoint write"
+    assert list((out / "checkpoints").glob(".tmp-*")), "no kill landed inside a checkpoint write"
 
     final = start(script, out)
     stdout, stderr = final.communicate(timeout=240)
     assert final.returncode == 0 and "FINISHED" in stdout, stderr[-2000:]
-    assert checkpoint_step(out) == STEPS and not list((out / "checkpoints").glob(".*.tmp"))
-    assert not list(out.glob(".*.tmp"))  # the resumed run removed what the killed writers left
+    assert checkpoint_step(out) == STEPS and not list((out / "checkpoints").glob(".tmp-*"))
+    assert not list(out.glob(".tmp-*"))  # the resumed run removed what the killed writers left
     assert logged_steps(out) == list(range(1, STEPS + 1))  # every step logged once, across all the restarts
     assert len({kept for _, kept in history}) > 1, f"every kill left the same checkpoint: {history}"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import stat
 import warnings
 import zipfile
 from pathlib import Path
@@ -293,6 +294,11 @@ def test_unsafe_and_oversized_zips(tmp_path, monkeypatch):
         zf.writestr("../../escape.dcm", b"x" * 10)
     raises_for(tmp_path / "evil.zip", read_volume, tmp_path / "evil.zip", match="outside the archive")
     assert not (tmp_path.parent / "escape.dcm").exists()
+    link = zipfile.ZipInfo("link.dcm")
+    link.external_attr = (stat.S_IFLNK | 0o777) << 16
+    with zipfile.ZipFile(tmp_path / "link.zip", "w") as zf:
+        zf.writestr(link, "/etc/passwd")
+    raises_for(tmp_path / "link.zip", read_volume, tmp_path / "link.zip", match="symbolic link")
     with zipfile.ZipFile(tmp_path / "bomb.zip", "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("a.dcm", b"\0" * 2_000_000)
     monkeypatch.setenv("EDGE_MEDSAM_MAX_VOXELS", "1000")

@@ -108,7 +108,7 @@ def test_unsafe_or_broken_zip_is_refused(tmp_path: Path) -> None:
     archive = tmp_path / "evil.zip"
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr("../outside.txt", "x")
-    with pytest.raises(EdgeMedSAMError, match="outside its folder"):
+    with pytest.raises(EdgeMedSAMError, match="outside the archive"):
         open_bundle(archive, cache_dir=tmp_path / "cache")
     assert not (tmp_path / "cache" / "outside.txt").exists()
     truncated = tmp_path / "cut.zip"

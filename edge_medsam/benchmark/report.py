@@ -10,16 +10,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import sys
-import tempfile
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
 from edge_medsam.benchmark.compare import RATIO_COLUMNS, derive
 from edge_medsam.benchmark.subjects import ANCHOR, OURS, Subject, graph_parameters
-from edge_medsam.engine.logs import atomic_write_text
+from edge_medsam.io.files import atomic_write, atomic_write_text
 
 STAGES = ("preprocess", "encoder", "decoder", "postprocess")
 
@@ -311,13 +309,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 # --- plots ----------------------------------------------------------------------------------------------------
 def _save(figure: Any, path: Path) -> None:
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(handle)
-    try:
-        figure.savefig(temp, dpi=120, bbox_inches="tight")
-        os.replace(temp, path)
-    finally:
-        Path(temp).unlink(missing_ok=True)
+    atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=120, bbox_inches="tight"))
 
 
 def plot(results: dict[str, Any], folder: Path) -> list[Path]:

@@ -45,6 +45,7 @@ from edge_medsam.benchmark.subjects import (
     zero_outputs,
 )
 from edge_medsam.benchmark.timing import Task, run_interleaved, summarize, summarize_samples
+from edge_medsam.engine.logs import Steps
 from edge_medsam.errors import InputError
 from edge_medsam.models.reference import REFERENCE_NAMES
 
@@ -301,25 +302,11 @@ def accuracy_results(variants: list[Variant], settings: BenchSettings, log: Log)
     return found
 
 
-class _Phases:
-    """Runs the phases of a run in order, logging each and keeping how long it took."""
-
-    def __init__(self, log: Log):
-        self.log, self.seconds = log, {}
-
-    def __call__(self, name: str, fn: Callable[[], Any]) -> Any:
-        start = time.perf_counter()
-        result = fn()
-        self.seconds[name] = round(time.perf_counter() - start, 1)
-        self.log(f"{name}: {self.seconds[name]:.0f} s")
-        return result
-
-
 def run_benchmark(settings: BenchSettings, log: Log = _log) -> Path:
     """Run everything ``settings`` asks for and write the results; returns the results folder."""
     started = time.perf_counter()
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    phase = _Phases(log)
+    phase = Steps(log)
     machine = describe_machine(settings.note)
     work = settings.work or Path(tempfile.gettempdir()) / "edge-medsam-bench"
     work.mkdir(parents=True, exist_ok=True)

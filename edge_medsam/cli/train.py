@@ -105,7 +105,7 @@ def run_pipeline_command(args: argparse.Namespace) -> int:
 
 def run_compare_command(args: argparse.Namespace) -> int:
     """Print both runs' figures; exit 1 when one differs beyond both the paired noise and the tolerance."""
-    from edge_medsam.engine.logs import atomic_write_text
+    from edge_medsam.io.files import atomic_write_text
     from edge_medsam.run_compare import compare_runs, comparison_markdown
 
     deltas = compare_runs(args.first, args.second)

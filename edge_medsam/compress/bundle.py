@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from edge_medsam.errors import InputError
+from edge_medsam.io.files import atomic_write
 from edge_medsam.runtime.manifest import MANIFEST, Manifest, verify_bundle
 
 
@@ -63,16 +64,10 @@ def publish(staging: Path, target: str | Path) -> Path:
 def zip_bundle(bundle: str | Path) -> Path:
     """Write ``<bundle>.zip`` (the folder's files at the archive root) atomically."""
     bundle = Path(bundle)
-    archive = bundle.with_name(bundle.name + ".zip")
-    handle, temp = tempfile.mkstemp(prefix=f".{archive.name}.", suffix=".partial", dir=bundle.parent)
-    os.close(handle)
-    try:
-        with zipfile.ZipFile(temp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+
+    def write(tmp: Path) -> None:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             for path in sorted(p for p in bundle.rglob("*") if p.is_file()):
                 zf.write(path, path.relative_to(bundle).as_posix())
-        os.chmod(temp, 0o644)  # mkstemp made it private; a bundle is meant to be shared
-        os.replace(temp, archive)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return archive
+
+    return atomic_write(bundle.with_name(bundle.name + ".zip"), write)

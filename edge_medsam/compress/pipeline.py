@@ -9,7 +9,6 @@ control; measure every variant; write ``manifest.json`` and move the bundle into
 from __future__ import annotations
 
 import importlib.metadata
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -49,6 +48,7 @@ from edge_medsam.compress.probes import Probe, load_probes
 from edge_medsam.compress.quantize import TIERS, ignored_nodes, qdq_summary, quantize_onnx, quantize_openvino
 from edge_medsam.compress.runners import Runner, onnxruntime_runner, openvino_runner, torch_runner
 from edge_medsam.compress.settings import ExportSettings
+from edge_medsam.engine.logs import Steps
 from edge_medsam.errors import InputError
 from edge_medsam.modalities import MODALITIES
 from edge_medsam.models.student import EdgeStudent
@@ -68,21 +68,6 @@ class ExportReport:
     manifest: Manifest
     archive: Path | None = None
     timings: dict[str, float] = field(default_factory=dict)
-
-
-class _Steps:
-    """Prints each step as it starts and keeps how long each took."""
-
-    def __init__(self, log: Log):
-        self.log, self.timings = log, {}
-
-    def __call__(self, name: str, fn: Callable[[], Any]) -> Any:
-        self.log(f"export: {name} …")
-        start = time.perf_counter()
-        result = fn()
-        self.timings[name] = round(time.perf_counter() - start, 2)
-        self.log(f"export: {name} done in {self.timings[name]:.1f} s")
-        return result
 
 
 def _versions() -> dict[str, str]:
@@ -130,7 +115,7 @@ def _calibration_items(calib: list[Probe], reference: ChainOutputs) -> dict[str,
 class _BundleBuilder:
     """Builds the graph variants of one export inside a staging folder."""
 
-    def __init__(self, student: EdgeStudent, staging: Path, settings: ExportSettings, steps: _Steps):
+    def __init__(self, student: EdgeStudent, staging: Path, settings: ExportSettings, steps: Steps):
         self.student, self.root, self.settings, self.steps = student, staging, settings, steps
         self.torch = {"encoder": torch_runner(EncoderGraph(student), ENCODER_INPUTS, ENCODER_OUTPUTS),
                       "decoder": torch_runner(DecoderGraph(student), DECODER_INPUTS, DECODER_OUTPUTS)}
@@ -321,7 +306,7 @@ def export_student_bundle(student: EdgeStudent, out: str | Path, calib: list[Pro
                           log: Log = print) -> ExportReport:
     """Export a student into a bundle folder at ``out`` (replacing an older bundle there atomically)."""
     settings = settings or ExportSettings()
-    steps = _Steps(log)
+    steps = Steps(log, prefix="export: ")
     student = student.eval()
     preprocess = preprocess or PreprocessConfig(size=student.config.image_size)
     with staged_bundle(out) as staging:
@@ -334,7 +319,7 @@ def export_student_bundle(student: EdgeStudent, out: str | Path, calib: list[Pro
         bundle = publish(staging, out)
     archive = steps("zip", lambda: zip_bundle(bundle)) if settings.zip else None
     log(f"export: bundle written to {bundle}" + (f" and {archive}" if archive else ""))
-    return ExportReport(bundle, manifest, archive, steps.timings)
+    return ExportReport(bundle, manifest, archive, steps.seconds)
 
 
 def export_bundle(checkpoint: str | Path, out: str | Path, calib: str | Path, settings: ExportSettings | None = None,

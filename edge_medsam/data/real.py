@@ -41,7 +41,7 @@ from tqdm import tqdm
 from edge_medsam.data.layouts import Sample, through_plane_axis
 from edge_medsam.data.synth.corpus import HU_OFFSET
 from edge_medsam.errors import EdgeMedSAMError, InputError
-from edge_medsam.io.files import atomic_write, cache_root
+from edge_medsam.io.files import atomic_write, atomic_write_text, cache_root
 from edge_medsam.io.types import Image2D, Volume
 from edge_medsam.modalities import get_modality
 
@@ -440,7 +440,7 @@ def write_real(out: str | os.PathLike[str], pyradiomics: str | os.PathLike[str] 
         sources.append({"package": package, "version": versions[package], "licence": LICENCES[package], "gave": gave})
     head = {"format": FORMAT, "version": VERSION, "parameters": parameters, "sources": sources}
     text = _manifest_text(head, {"samples": [], "volumes": volumes, "unlabelled": images, "skipped": skipped})
-    return atomic_write(manifest_path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return atomic_write_text(manifest_path, text)
 
 
 def unlabelled_samples(root: str | os.PathLike[str]) -> list[Sample]:

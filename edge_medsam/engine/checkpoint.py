@@ -1,42 +1,22 @@
-"""Atomic checkpoint files: write to a temporary file, fsync, rename; load with weights_only=True."""
+"""Atomic checkpoint files (temporary file, fsync, rename); load with weights_only=True."""
 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from edge_medsam.errors import EdgeMedSAMError
+from edge_medsam.io.files import atomic_write
 
 LATEST = "last.pt"
 
 
 def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
-    """torch.save ``obj`` to ``path`` so that a reader never sees a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def remove_partial_files(folder: str | os.PathLike[str]) -> list[Path]:
-    """Delete the temporary files (``.<name>.*.tmp``) that a writer killed mid-write left in ``folder``."""
-    partial = sorted(Path(folder).glob(".*.tmp")) if Path(folder).is_dir() else []
-    for path in partial:
-        path.unlink(missing_ok=True)
-    return partial
+    """torch.save ``obj`` to ``path`` so that a reader never sees a half-written file (``io.files.atomic_write``)."""
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -1,29 +1,34 @@
-"""Run logs: the resolved config, a CSV of metrics (resume-safe) and TensorBoard scalars when available."""
+"""Run logs: the resolved config, a CSV of metrics (resume-safe), TensorBoard scalars when available, timed steps."""
 
 from __future__ import annotations
 
 import csv
 import io
-import os
-import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
+from edge_medsam.io.files import atomic_write_text
 
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` via a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+T = TypeVar("T")
+
+
+class Steps:
+    """Runs the named steps of a long job, logging each as it starts and ends; ``seconds`` keeps how long each took."""
+
+    def __init__(self, log: Callable[[str], None], prefix: str = ""):
+        self.log, self.prefix, self.seconds = log, prefix, {}
+
+    def __call__(self, name: str, fn: Callable[[], T]) -> T:
+        self.log(f"{self.prefix}{name} …")
+        start = time.perf_counter()
+        result = fn()
+        self.seconds[name] = round(time.perf_counter() - start, 2)
+        self.log(f"{self.prefix}{name} done in {self.seconds[name]:.1f} s")
+        return result
 
 
 class RunLogger:

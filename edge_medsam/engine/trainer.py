@@ -19,13 +19,14 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from edge_medsam.engine.checkpoint import LATEST, atomic_save, load_checkpoint, remove_partial_files
+from edge_medsam.engine.checkpoint import LATEST, atomic_save, load_checkpoint
 from edge_medsam.engine.config import TrainConfig
 from edge_medsam.engine.distributed import DistInfo, all_reduce_mean, barrier, init_distributed, pick_device
 from edge_medsam.engine.logs import RunLogger
 from edge_medsam.engine.sampler import ResumableSampler
 from edge_medsam.engine.schedule import warmup_cosine
 from edge_medsam.errors import EdgeMedSAMError
+from edge_medsam.io.files import remove_partial_files
 
 _NON_FINITE_FIX = ("lower the learning rate or enable gradient clipping, then --resume from the last good checkpoint; "
                    "check the data for NaN values")

@@ -22,7 +22,7 @@ from scipy import ndimage
 
 from edge_medsam.data.layouts import Sample, load_sample
 from edge_medsam.data.prompts import box_from_mask
-from edge_medsam.engine.logs import atomic_write_text
+from edge_medsam.io.files import atomic_write_text
 from edge_medsam.metrics import score_mask
 from edge_medsam.modalities import get_modality, normalise_intensity
 from edge_medsam.runtime.protocol import Segmenter

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from edge_medsam.evaluation.protocol import CLICK_MODES, IMAGE_MODES
-from edge_medsam.io.files import atomic_write
+from edge_medsam.io.files import atomic_write_text
 from edge_medsam.metrics import Score, ScoreTable
 
 ALL = "all"
@@ -225,5 +225,4 @@ class EvalReport:
         folder = Path(out_dir)
         texts = {"json": ("metrics.json", json.dumps(self.to_dict(), indent=2) + "\n"),
                  "markdown": ("metrics.md", self.markdown()), "csv": ("objects.csv", self.csv())}
-        return {kind: atomic_write(folder / name, lambda tmp, text=text: tmp.write_text(text, encoding="utf-8"))
-                for kind, (name, text) in texts.items()}
+        return {kind: atomic_write_text(folder / name, text) for kind, (name, text) in texts.items()}

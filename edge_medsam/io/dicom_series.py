@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import os
-import stat
 import tempfile
 import warnings
-import zipfile
 from collections import defaultdict
 from collections.abc import Callable
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import pydicom
@@ -34,9 +32,10 @@ from edge_medsam.io.dicom import (
     volume_from_frames,
 )
 from edge_medsam.io.dicom_header import drop_malformed
-from edge_medsam.io.files import ZIP_ERRORS, PathLike, check_voxels, existing_file, resolve_limits
+from edge_medsam.io.files import PathLike, check_voxels, existing_file, resolve_limits
 from edge_medsam.io.gzipped import dicom_marked
 from edge_medsam.io.types import ReadLimits, Volume
+from edge_medsam.io.zips import extract_zip
 
 MAX_FILES = 100_000
 _DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
@@ -196,44 +195,6 @@ def read_dicom_series(folder: PathLike, limits: ReadLimits | None = None, *, ser
     return _read_series(root, resolve_limits(limits), series, str, str(root))
 
 
-def extract_zip(archive: Path, destination: Path, *, max_bytes: int, max_members: int = MAX_FILES) -> None:
-    """Extract ``archive`` into ``destination``, refusing paths that leave it and more than ``max_bytes`` of data."""
-    fix = "re-create the zip from the series folder (relative paths, no links)"
-    try:
-        with zipfile.ZipFile(archive) as zf:
-            members = [m for m in zf.infolist() if not m.is_dir()]
-            if len(members) > max_members:
-                raise InputError(f"zip holds {len(members)} files, over the limit of {max_members}", path=archive,
-                                 fix=fix)
-            if sum(m.file_size for m in members) > max_bytes:
-                raise InputError(f"zip expands to more than {max_bytes} bytes", path=archive,
-                                 fix="unpack it yourself and give the folder, or raise EDGE_MEDSAM_MAX_VOXELS")
-            root = destination.resolve()
-            written = 0
-            for member in members:
-                parts = PurePosixPath(member.filename.replace("\\", "/")).parts
-                target = root.joinpath(*parts).resolve()
-                if not parts or parts[0].startswith("/") or ":" in parts[0] or ".." in parts \
-                        or not target.is_relative_to(root):
-                    raise InputError(f"zip member {member.filename!r} points outside the archive", path=archive,
-                                     fix=fix)
-                if stat.S_ISLNK(member.external_attr >> 16):
-                    continue  # a link is no series file, and following it could leave the folder
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(member) as src, open(target, "wb") as out:
-                    while chunk := src.read(1 << 20):
-                        written += len(chunk)  # the sizes in the zip directory may lie; count what comes out
-                        if written > max_bytes:
-                            raise InputError(f"zip expands to more than {max_bytes} bytes", path=archive,
-                                             fix="unpack it yourself and give the folder")
-                        out.write(chunk)
-    except InputError:
-        raise
-    except ZIP_ERRORS as err:
-        raise InputError(f"not a readable zip archive ({err})", path=archive,
-                         fix="check the download; encrypted zips are not supported") from err
-
-
 def read_dicom_zip(path: PathLike, limits: ReadLimits | None = None, *, series: str | None = None) -> Volume:
     """Read a DICOM series from a zip archive (extracted safely to a temporary folder) as a Volume."""
     archive = existing_file(path)
@@ -241,7 +202,7 @@ def read_dicom_zip(path: PathLike, limits: ReadLimits | None = None, *, series: 
     with tempfile.TemporaryDirectory(prefix="edge-medsam-") as tmp:
         folder = Path(tmp)
         # Pixel data takes 2-4 bytes a voxel; the rest allows for headers and files that are not images.
-        extract_zip(archive, folder, max_bytes=8 * limits.max_voxels + (1 << 20))
+        extract_zip(archive, folder, max_bytes=8 * limits.max_voxels + (1 << 20), max_members=MAX_FILES)
 
         def label(file: Path) -> str:
             return f"{archive}/{file.relative_to(folder).as_posix()}"

@@ -146,6 +146,9 @@ def optional_module(name: str) -> ModuleType:
         raise EdgeMedSAMError(f"the package {err.name!r} is not installed", fix=RUNTIME_FIX) from err
 
 
+PARTIAL_PREFIX = ".tmp-"  # atomic_write's temporary files: .tmp-<random hex>-<file name>, beside the target
+
+
 def atomic_write(path: PathLike, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` on a temporary file next to ``path``, then rename it over ``path``; return ``path``.
 
@@ -158,7 +161,7 @@ def atomic_write(path: PathLike, write: Callable[[Path], None]) -> Path:
     except OSError as err:
         raise EdgeMedSAMError(f"cannot create the folder: {err.strerror or err}", path=target.parent,
                               fix="choose a writable output folder") from err
-    tmp = target.parent / f".tmp-{secrets.token_hex(4)}-{target.name}"
+    tmp = target.parent / f"{PARTIAL_PREFIX}{secrets.token_hex(4)}-{target.name}"
     try:
         write(tmp)
         with open(tmp, "rb") as f:
@@ -172,9 +175,23 @@ def atomic_write(path: PathLike, write: Callable[[Path], None]) -> Path:
     return target
 
 
+def atomic_write_text(path: PathLike, text: str) -> Path:
+    """``atomic_write`` of UTF-8 text."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def remove_partial_files(folder: PathLike) -> list[Path]:
+    """Delete the temporary files that writers killed inside ``atomic_write`` left in ``folder``."""
+    partial = sorted(p for p in Path(folder).glob(f"{PARTIAL_PREFIX}*") if p.is_file())
+    for path in partial:
+        path.unlink(missing_ok=True)
+    return partial
+
+
 CACHE_ENV = "EDGE_MEDSAM_CACHE"
 
 
 def cache_root() -> Path:
-    """The user cache of content-keyed entries and real material: ``$EDGE_MEDSAM_CACHE``, else ``~/.cache/edge-medsam``."""
+    """The user cache (unpacked bundles, content-keyed entries, real material): ``$EDGE_MEDSAM_CACHE``, else
+    ``~/.cache/edge-medsam``."""
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "edge-medsam")

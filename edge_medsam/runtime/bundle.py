@@ -3,7 +3,7 @@
 Checks on opening: the manifest's format and version, the graph I/O contract, the preprocessing section, and
 that the bundle's intensity rules are the ones this package applies. The sha256 of a graph variant is checked
 when that variant is first used (``Bundle.graph_path``), so a bundle with unused damaged files still opens.
-Zipped bundles are extracted safely (no absolute paths, ``..`` or links, bounded size) into a cache folder
+Zipped bundles are extracted safely (``io.zips``: no absolute paths, ``..`` or links, bounded size) into a cache folder
 keyed by the archive's sha256, and reused from there.
 """
 
@@ -12,15 +12,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import stat
 import tempfile
 import zipfile
-import zlib
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from edge_medsam.errors import EdgeMedSAMError
+from edge_medsam.io.files import cache_root
+from edge_medsam.io.zips import extract_zip
 from edge_medsam.modalities import MODALITIES, PERCENTILES
 from edge_medsam.preprocess import PreprocessConfig
 from edge_medsam.runtime.manifest import (
@@ -38,11 +38,6 @@ MAX_EXTRACTED_BYTES = 8 << 30  # a zipped bundle larger than this when unpacked 
 DEMO_BUNDLE = Path(__file__).resolve().parents[1] / "assets" / "demo_bundle"  # shipped with the package, if built
 ENGINE_FOLDER = "tensorrt"  # TensorRT engines built on the device live here, beside the shipped files
 _EXPORT_FIX = "use a bundle made by `edge-medsam export` with this edge-medsam version"
-
-
-def default_cache_dir() -> Path:
-    """Where zipped bundles are unpacked: ``$EDGE_MEDSAM_CACHE`` or ``~/.cache/edge-medsam``."""
-    return Path(os.environ.get("EDGE_MEDSAM_CACHE", Path.home() / ".cache" / "edge-medsam"))
 
 
 @dataclass
@@ -153,48 +148,6 @@ def _preprocess(manifest: Manifest, path: Path) -> PreprocessConfig:
     return config
 
 
-def _member_path(info: zipfile.ZipInfo, archive: Path) -> PurePosixPath | None:
-    """The relative path a zip member may be extracted to; None for folders; refuse anything unsafe."""
-    name = info.filename.replace("\\", "/")
-    relative = PurePosixPath(name)
-    mode = info.external_attr >> 16
-    if stat.S_ISLNK(mode):
-        raise EdgeMedSAMError(f"the archive holds a symbolic link ({name})", path=archive,
-                              fix="zip the bundle's files themselves, without links")
-    if relative.is_absolute() or ".." in relative.parts or (relative.parts and ":" in relative.parts[0]):
-        raise EdgeMedSAMError(f"the archive holds a file outside its folder ({name})", path=archive,
-                              fix="use a bundle from a trusted export; zip the bundle folder's files as they are")
-    return None if info.is_dir() else relative
-
-
-def _extract(archive: Path, target: Path) -> None:
-    """Extract ``archive`` into a fresh ``target`` folder, refusing unsafe or oversized members."""
-    try:
-        with zipfile.ZipFile(archive) as zf:
-            members = [(info, _member_path(info, archive)) for info in zf.infolist()]
-            total = sum(info.file_size for info, _ in members)
-            if total > MAX_EXTRACTED_BYTES:
-                raise EdgeMedSAMError(f"the archive unpacks to {total} bytes, over {MAX_EXTRACTED_BYTES}", path=archive,
-                                      fix="unzip the bundle yourself and give the folder")
-            budget = MAX_EXTRACTED_BYTES
-            for info, relative in members:
-                if relative is None:
-                    continue
-                destination = target.joinpath(*relative.parts)
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, open(destination, "wb") as dst:
-                    while block := src.read(1 << 20):  # the header's size may lie; count what really comes out
-                        budget -= len(block)
-                        if budget < 0:
-                            raise EdgeMedSAMError("the archive unpacks to more than its headers say", path=archive,
-                                                  fix="copy the bundle again from its source")
-                        dst.write(block)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, zlib.error, NotImplementedError, RuntimeError,
-            ValueError, IndexError) as err:  # what zipfile raises on damaged archives
-        raise EdgeMedSAMError(f"not a readable zip archive, truncated or corrupt ({err})", path=archive,
-                              fix="copy the bundle again, or give the unzipped bundle folder") from err
-
-
 def _bundle_root(folder: Path) -> Path:
     """The folder holding manifest.json: the extraction root, or its single sub-folder (a zipped folder)."""
     if (folder / MANIFEST).is_file():
@@ -208,13 +161,13 @@ def _bundle_root(folder: Path) -> Path:
 def unpack_zip(archive: Path, cache_dir: Path | None = None) -> Path:
     """Unpack a zipped bundle once into ``cache_dir/bundles/<sha256>`` (atomically) and return its folder."""
     digest = sha256_file(archive)
-    bundles = (cache_dir or default_cache_dir()) / "bundles"
+    bundles = (cache_dir or cache_root()) / "bundles"
     target = bundles / digest[:32]
     if not target.is_dir():
         bundles.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{digest[:12]}.", suffix=".partial", dir=bundles))
         try:
-            _extract(archive, staging)
+            extract_zip(archive, staging, max_bytes=MAX_EXTRACTED_BYTES)
             try:
                 os.replace(staging, target)
             except OSError:  # another process unpacked the same archive first

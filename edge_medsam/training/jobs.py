@@ -14,9 +14,9 @@ import torch
 from edge_medsam.data.dataset import SegmentationDataset, collate
 from edge_medsam.data.layouts import Sample, open_dataset, split_samples
 from edge_medsam.engine.checkpoint import LATEST, load_checkpoint
-from edge_medsam.engine.logs import atomic_write_text
 from edge_medsam.engine.trainer import TrainConfig, Trainer
 from edge_medsam.errors import EdgeMedSAMError
+from edge_medsam.io.files import atomic_write_text
 from edge_medsam.models.files import load_model, save_model
 from edge_medsam.models.student import EdgeStudent, StudentConfig, student_preset
 from edge_medsam.models.student.inherit import embedding_scale, inherit_sam_decoder

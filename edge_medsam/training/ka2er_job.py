@@ -23,9 +23,9 @@ from torch import nn
 from edge_medsam.data.dataset import SegmentationDataset, collate
 from edge_medsam.data.layouts import Sample
 from edge_medsam.engine.checkpoint import LATEST, load_checkpoint
-from edge_medsam.engine.logs import atomic_write_text
 from edge_medsam.engine.trainer import StepContext, TrainConfig, Trainer
 from edge_medsam.errors import EdgeMedSAMError
+from edge_medsam.io.files import atomic_write_text
 from edge_medsam.modalities import get_modality
 from edge_medsam.models.files import save_model
 from edge_medsam.models.teachers.ka2er import Ka2erTeacher, build_ka2er

@@ -21,8 +21,8 @@ from tqdm import tqdm
 
 from edge_medsam.data.layouts import Sample, load_sample
 from edge_medsam.data.prompts import box_from_mask
-from edge_medsam.engine.logs import atomic_write_text
 from edge_medsam.errors import EdgeMedSAMError, InputError
+from edge_medsam.io.files import atomic_write_text
 from edge_medsam.io.masks import write_mask_png
 from edge_medsam.modalities import normalise_intensity
 from edge_medsam.models.teachers.base import Teacher, TeacherFeatures

@@ -36,7 +36,7 @@ from edge_medsam.data.synth.generate import (
 )
 from edge_medsam.data.synth.scene import SynthSample
 from edge_medsam.errors import InputError
-from edge_medsam.io.files import atomic_write
+from edge_medsam.io.files import atomic_write, atomic_write_text
 from edge_medsam.io.masks import write_mask_png
 from edge_medsam.io.types import Volume
 from edge_medsam.modalities import MODALITIES, get_modality
@@ -98,7 +98,7 @@ def write_corpus(out: str | Path, per_modality: int = 20, size: int = 256, seed:
     listed |= {entry[key] for entry in volume_entries for key in ("image", "labels")}
     _remove_stale(root, listed)
     text = _manifest_text(parameters, samples, volume_entries)
-    return atomic_write(manifest_path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return atomic_write_text(manifest_path, text)
 
 
 def _manifest_text(parameters: dict[str, Any], samples: list[dict[str, Any]], volumes: list[dict[str, Any]]) -> str:

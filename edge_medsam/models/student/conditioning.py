@@ -33,19 +33,3 @@ class ModalityLowRank(nn.Module):
         flat = x.reshape(b, c, h * w)
         delta = torch.bmm(self.up[modality], torch.bmm(self.down[modality], flat))
         return x + delta.reshape(b, c, h, w)
-
-
-class LayerNorm2d(nn.Module):
-    """LayerNorm over channels of an NCHW map (SAM's LayerNorm2d, ONNX-friendly)."""
-
-    def __init__(self, channels: int, eps: float = 1e-6):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(channels))
-        self.bias = nn.Parameter(torch.zeros(channels))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean(1, keepdim=True)
-        var = (x - mean).pow(2).mean(1, keepdim=True)
-        x = (x - mean) / torch.sqrt(var + self.eps)
-        return x * self.weight[:, None, None] + self.bias[:, None, None]

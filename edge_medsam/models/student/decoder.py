@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from segment_anything.modeling.common import LayerNorm2d
 from segment_anything.modeling.mask_decoder import MLP
 from segment_anything.modeling.transformer import TwoWayTransformer
 from torch import nn
 
-from edge_medsam.models.student.conditioning import LayerNorm2d
 from edge_medsam.models.student.config import StudentConfig
 
 

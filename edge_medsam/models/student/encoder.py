@@ -8,11 +8,12 @@ from dataclasses import dataclass
 import timm
 import torch
 import torch.nn.functional as F
+from segment_anything.modeling.common import LayerNorm2d
 from timm.models._features import FeatureDictNet
 from torch import nn
 
 from edge_medsam.errors import EdgeMedSAMError
-from edge_medsam.models.student.conditioning import LayerNorm2d, ModalityFiLM, ModalityLowRank
+from edge_medsam.models.student.conditioning import ModalityFiLM, ModalityLowRank
 from edge_medsam.models.student.config import StudentConfig
 
 AUTO_MODALITY = -1

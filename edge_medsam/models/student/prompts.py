@@ -4,11 +4,11 @@ previous mask, written with arithmetic masks instead of Python branches so one O
 from __future__ import annotations
 
 import torch
+from segment_anything.modeling.common import LayerNorm2d
 from segment_anything.modeling.prompt_encoder import PositionEmbeddingRandom
 from torch import nn
 
 from edge_medsam.models.prompt_maps import SpatialPromptEncoder
-from edge_medsam.models.student.conditioning import LayerNorm2d
 from edge_medsam.prompt_labels import PAD_LABEL
 
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from segment_anything.modeling.common import LayerNorm2d
 from torch import nn
-
-from edge_medsam.models.student.conditioning import LayerNorm2d
 
 
 @dataclass
