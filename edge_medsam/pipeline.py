@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_medsam.engine.logs import atomic_write_text
 from edge_medsam.errors import EdgeMedSAMError
+from edge_medsam.io.files import atomic_write_text
 from edge_medsam.recipes import Recipe, load_recipe
 
 
