@@ -4,7 +4,6 @@ peak FP32 throughput, both measured (a large GEMM, in the same run) and theoreti
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import os
 import platform
 import re
@@ -14,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from edge_medsam.versions import installed_versions
 
 LIBRARIES = ("edge-medsam", "numpy", "torch", "timm", "onnx", "onnxruntime", "openvino", "nncf", "tensorrt",
              "onnxslim", "matplotlib")
@@ -127,13 +128,7 @@ def measured_peak(threads: int, seconds: float = 1.0, side: int = GEMM_SIDE) -> 
 
 def library_versions() -> dict[str, str]:
     """Installed versions of the libraries that decide the figures ("not installed" where absent)."""
-    found = {}
-    for name in LIBRARIES:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            found[name] = "not installed"
-    return found
+    return installed_versions(LIBRARIES)
 
 
 def _memory_gb() -> float | None:

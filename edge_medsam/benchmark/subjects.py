@@ -14,7 +14,6 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +25,10 @@ from edge_medsam.benchmark.prompts import ContractPrompter, ExamplePrompter
 from edge_medsam.errors import EdgeMedSAMError
 from edge_medsam.preprocess import PreprocessConfig
 from edge_medsam.runtime.manifest import AUTO_MODALITY, read_manifest, sha256_file, verify_bundle
+from edge_medsam.versions import EXPORT_LIBRARIES, installed_versions
 
 OURS, ANCHOR = "ours", "anchor"
 FORMATS = ("onnx", "openvino")
-EXPORT_LIBRARIES = ("torch", "timm", "onnx", "onnxscript", "onnxslim", "onnxruntime", "openvino", "nncf")
 # The sources an export depends on (inside edge_medsam): a change there means a new export.
 STUDENT_SOURCES = ("models/student", "models/prompt_maps.py", "compress", "runtime/manifest.py", "preprocess.py",
                    "modalities.py")
@@ -120,11 +119,8 @@ def export_key(request: dict[str, Any], sources: tuple[str, ...]) -> str:
     """Digest of an export: the request, the export libraries' versions, and the Python sources under
     ``sources`` (paths inside the edge_medsam package) that build and export the model."""
     digest = hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode())
-    for name in EXPORT_LIBRARIES:
-        try:
-            digest.update(f"{name}={version(name)};".encode())
-        except PackageNotFoundError:
-            digest.update(f"{name}=none;".encode())
+    for name, found in installed_versions(EXPORT_LIBRARIES).items():
+        digest.update(f"{name}={found};".encode())
     package = Path(edge_medsam.__file__).parent
     for source in sources:
         path = package / source

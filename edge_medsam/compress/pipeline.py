@@ -8,7 +8,6 @@ control; measure every variant; write ``manifest.json`` and move the bundle into
 
 from __future__ import annotations
 
-import importlib.metadata
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -55,6 +54,7 @@ from edge_medsam.models.student import EdgeStudent
 from edge_medsam.preprocess import PreprocessConfig
 from edge_medsam.runtime.decoder_feed import best_of_k, decoder_feed
 from edge_medsam.runtime.manifest import GraphFile, GraphVariant, Manifest, intensity_section
+from edge_medsam.versions import EXPORT_LIBRARIES, installed_versions
 
 GRAPHS = ("encoder", "decoder")
 Log = Callable[[str], None]
@@ -71,14 +71,7 @@ class ExportReport:
 
 
 def _versions() -> dict[str, str]:
-    names = ("torch", "timm", "onnx", "onnxscript", "onnxslim", "onnxruntime", "openvino", "nncf")
-    found = {}
-    for name in names:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            found[name] = "not installed"
-    return {"edge_medsam": __version__, **found}
+    return {"edge_medsam": __version__, **installed_versions(EXPORT_LIBRARIES)}
 
 
 def _files(root: Path, paths: list[Path]) -> list[GraphFile]:

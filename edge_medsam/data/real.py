@@ -20,7 +20,6 @@ every file it left out with the reason ("skipped").
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import importlib.util
 import json
 import os
@@ -44,6 +43,7 @@ from edge_medsam.errors import EdgeMedSAMError, InputError
 from edge_medsam.io.files import atomic_write, atomic_write_text, cache_root
 from edge_medsam.io.types import Image2D, Volume
 from edge_medsam.modalities import get_modality
+from edge_medsam.versions import NOT_INSTALLED, installed_versions
 
 FORMAT = "edge-medsam-real"
 VERSION = 1
@@ -218,10 +218,8 @@ def _write_case(root: Path, case: str, files: dict[str, Path], version: str, tar
 
 
 def _version(package: str) -> str | None:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
+    found = installed_versions([package])[package]
+    return None if found == NOT_INSTALLED else found
 
 
 def _require(package: str, module: str) -> str:
