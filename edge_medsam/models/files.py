@@ -17,42 +17,33 @@ from torch import nn
 
 from edge_medsam.engine.checkpoint import atomic_save, load_checkpoint
 from edge_medsam.errors import EdgeMedSAMError
-from edge_medsam.models.student import EdgeStudent, StudentConfig
-from edge_medsam.models.teachers import build_sam, load_teacher
-from edge_medsam.models.teachers.sam import SamTeacher
+from edge_medsam.models.teachers import load_teacher
 
 # kind → "module:function" that rebuilds a freshly initialised model from its spec (imported on first use).
-EXTERNAL_KINDS: dict[str, str] = {
+KINDS: dict[str, str] = {
+    "sam_teacher": "edge_medsam.models.teachers.sam:build_from_spec",
+    "student": "edge_medsam.models.student.model:build_from_spec",
     "syncsam_teacher": "edge_medsam.models.teachers.syncsam:build_from_spec",
     "sam3d_teacher": "edge_medsam.models.teachers.sam3d:build_from_spec",
     "ka2er_teacher": "edge_medsam.models.teachers.ka2er:build_from_spec",
     "reference": "edge_medsam.models.reference:build_from_spec",
 }
-KINDS = ("sam_teacher", "student", *EXTERNAL_KINDS)
 
 
 def model_spec(model: nn.Module) -> dict[str, Any]:
-    """The spec that rebuilds ``model`` (a SamTeacher, an EdgeStudent, or a model with ``model_spec()``)."""
-    if hasattr(model, "model_spec"):
-        return model.model_spec()
-    if isinstance(model, SamTeacher):
-        return {"kind": "sam_teacher", **model.config()}
-    if isinstance(model, EdgeStudent):
-        return {"kind": "student", "config": model.config.to_dict()}
-    raise TypeError(f"cannot describe a {type(model).__name__}")
+    """The spec that rebuilds ``model`` (every model kind of ``KINDS`` has ``model_spec()``)."""
+    if not hasattr(model, "model_spec"):
+        raise TypeError(f"cannot describe a {type(model).__name__}")
+    return model.model_spec()
 
 
 def build_from_spec(spec: dict[str, Any]) -> nn.Module:
     """A freshly initialised model for ``spec``."""
     kind = spec.get("kind")
-    if kind == "sam_teacher":
-        return build_sam(**{k: v for k, v in spec.items() if k != "kind"})
-    if kind == "student":
-        return EdgeStudent(StudentConfig.from_dict(spec["config"]))
-    if kind in EXTERNAL_KINDS:
-        module, function = EXTERNAL_KINDS[kind].split(":")
-        return getattr(importlib.import_module(module), function)(spec)
-    raise EdgeMedSAMError(f"unknown model kind {kind!r}", fix=f"use one of {', '.join(KINDS)}")
+    if kind not in KINDS:
+        raise EdgeMedSAMError(f"unknown model kind {kind!r}", fix=f"use one of {', '.join(KINDS)}")
+    module, function = KINDS[kind].split(":")
+    return getattr(importlib.import_module(module), function)(spec)
 
 
 def save_model(model: nn.Module, path: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> Path:

@@ -47,8 +47,9 @@ def _fit(model: torch.nn.Module, task: Any, dataset: SegmentationDataset, train:
     trainer.fit(resume=resume and trainer.checkpoint_path.exists())
 
 
-# Teacher families other than SAM: family → "module:function" with train_teacher's signature (imported on use).
+# Teacher families: family → "module:function" with train_teacher's signature (imported on use).
 TEACHER_FAMILIES: dict[str, str] = {
+    "sam": "edge_medsam.training.jobs:train_sam",
     "syncsam": "edge_medsam.training.syncsam_job:train_syncsam",
     "sam3d": "edge_medsam.training.sam3d_job:train_sam3d",
     "ka2er": "edge_medsam.training.ka2er_job:train_ka2er",
@@ -60,20 +61,24 @@ def train_teacher(section: TeacherSection, samples: list[Sample], out_dir: str |
                   resume: bool = False) -> Path:
     """Train (or fine-tune) a teacher of the section's family; returns ``teacher.pt``.
 
-    SAM-family teachers train with SAM-Med2D's interactive loop here; other families with their own job.
-    A ``pretrained`` teacher is not trained: its verified weights file is returned as it is.
+    Each family trains with its job in ``TEACHER_FAMILIES``. A ``pretrained`` teacher is not trained: its
+    verified weights file is returned as it is.
     """
     if section.pretrained:
         from edge_medsam.models.reference.litemedsam_weights import load_pretrained
 
         return Path(load_pretrained(section.pretrained).weights["path"])  # verified, loads strictly
-    if section.family != "sam":
-        if section.family not in TEACHER_FAMILIES:
-            raise EdgeMedSAMError(f"unknown teacher family {section.family!r}",
-                                  fix=f"use one of sam, {', '.join(TEACHER_FAMILIES)}")
-        module, function = TEACHER_FAMILIES[section.family].split(":")
-        job = getattr(importlib.import_module(module), function)
-        return job(section, samples, out_dir, seed=seed, resume=resume)
+    if section.family not in TEACHER_FAMILIES:
+        raise EdgeMedSAMError(f"unknown teacher family {section.family!r}",
+                              fix=f"use one of {', '.join(TEACHER_FAMILIES)}")
+    module, function = TEACHER_FAMILIES[section.family].split(":")
+    job = getattr(importlib.import_module(module), function)
+    return job(section, samples, out_dir, seed=seed, resume=resume)
+
+
+def train_sam(section: TeacherSection, samples: list[Sample], out_dir: str | Path, *, seed: int = 0,
+              resume: bool = False) -> Path:
+    """SAM / MedSAM / SAM-Med2D (adapters) trained or fine-tuned with SAM-Med2D's interactive loop."""
     out_dir = Path(out_dir)
     with torch.random.fork_rng():
         torch.manual_seed(seed)  # the same recipe and seed start from the same weights

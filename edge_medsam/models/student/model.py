@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -74,6 +76,15 @@ class EdgeStudent(nn.Module):
                 "confidence": self_prompt.confidence, "modality_logits": features.modality_logits,
                 "modality": features.modality, "embedding": features.embedding}
 
+    def model_spec(self) -> dict[str, Any]:
+        """The spec that rebuilds this student with ``build_from_spec`` (weights come from the model file)."""
+        return {"kind": "student", "config": self.config.to_dict()}
+
     def modality_parameters(self) -> list[nn.Parameter]:
         """The per-modality (decoupled) parameters."""
         return [p for name, p in self.named_parameters() if any(k in name for k in MODALITY_PARAMETER_KEYS)]
+
+
+def build_from_spec(spec: dict[str, Any]) -> EdgeStudent:
+    """A freshly initialised student for a ``model_spec()`` (the ``student`` kind of models.files)."""
+    return EdgeStudent(StudentConfig.from_dict(spec["config"]))

@@ -47,6 +47,10 @@ class SamTeacher(Teacher):
         """Side of the low-res mask logits (and of mask prompts): S / 4."""
         return 4 * self.arch.grid(self.image_size)
 
+    def model_spec(self) -> dict[str, Any]:
+        """The spec that rebuilds this teacher with ``build_from_spec`` (weights come from the model file)."""
+        return {"kind": "sam_teacher", **self.config()}
+
     def config(self) -> dict[str, Any]:
         """The arguments that rebuild this teacher with ``build_sam(**config)``."""
         config = {"arch": self.arch.name, "image_size": self.image_size, "adapter": self.adapter,
@@ -86,3 +90,8 @@ def build_sam(arch: str = "vit_b", image_size: int = 1024, adapter: str | None =
     """A randomly initialised SAM-family teacher (``adapter="med2d"`` for SAM-Med2D) with the official layout
     (plus prompt maps when ``spatial_prompts``)."""
     return SamTeacher(arch, image_size, adapter, profile, spatial_prompts)
+
+
+def build_from_spec(spec: dict[str, Any]) -> SamTeacher:
+    """A freshly initialised SAM-family teacher for a ``model_spec()`` (the ``sam_teacher`` kind of models.files)."""
+    return build_sam(**{k: v for k, v in spec.items() if k != "kind"})
