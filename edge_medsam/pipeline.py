@@ -20,7 +20,7 @@ from typing import Any
 
 from edge_medsam.errors import EdgeMedSAMError
 from edge_medsam.io.files import atomic_write_text
-from edge_medsam.recipes import Recipe, load_recipe
+from edge_medsam.recipes import DEFAULT_BENCHMARK_MODE, Recipe, load_recipe
 
 
 @dataclass
@@ -210,7 +210,7 @@ def _stage_benchmark(ctx: StageContext) -> dict[str, Any]:
     from edge_medsam.benchmark.settings import preset_settings
 
     options = dict(ctx.recipe.benchmark)
-    mode = options.pop("mode", "quick")
+    mode = options.pop("mode", DEFAULT_BENCHMARK_MODE)
     if mode == "none":
         return {"results": None}
     options.setdefault("presets", [])

@@ -24,6 +24,7 @@ from edge_medsam.errors import EdgeMedSAMError, InputError
 from edge_medsam.training.configs import DistillConfig, InteractiveConfig
 
 BENCHMARK_MODES = ("quick", "full", "none")  # none: the pipeline skips the benchmark stage
+DEFAULT_BENCHMARK_MODE = "quick"
 
 
 @dataclass
@@ -198,18 +199,13 @@ def _stage(section: dict[str, Any], where: str) -> DistillStageSection:
 
 def _check_benchmark(section: dict[str, Any]) -> None:
     """``mode``, and any other key against the harness's BenchSettings (less what the pipeline sets itself)."""
-    mode = section.get("mode", "quick")
+    mode = section.get("mode", DEFAULT_BENCHMARK_MODE)
     if mode not in BENCHMARK_MODES:
         raise InputError(f"unknown benchmark mode {mode!r}", fix=f"use one of {', '.join(BENCHMARK_MODES)}")
     if mode != "none" and set(section) - {"mode"}:
-        check_fields(_bench_settings(), section, "benchmark", taken=("bundles", "out", "work"))
+        from edge_medsam.benchmark.settings import BenchSettings  # only when a recipe sets more than mode
 
-
-def _bench_settings() -> type:
-    """The benchmark harness's settings class (imported only when a recipe sets more than ``mode``)."""
-    from edge_medsam.benchmark.settings import BenchSettings
-
-    return BenchSettings
+        check_fields(BenchSettings, section, "benchmark", taken=("bundles", "out", "work"))
 
 
 def load_recipe(path: str | os.PathLike[str]) -> Recipe:
