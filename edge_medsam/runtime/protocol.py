@@ -3,16 +3,21 @@
 The protocol is free of torch so that the torch models here and the torch-free runtime predictor implement the
 same thing. Prompts are in ORIGINAL image pixels (x right, y down): points are pixel indices, boxes
 ``[x0, y0, x1, y1]`` on pixel edges (``edge_medsam.data.prompts``); each segmenter maps them to its own frame.
+
+For volumes, a VolumeInteractor is what the interactive 3D protocol (``edge_medsam.evaluation.interactive3d``)
+drives: boxes and Click3D clicks in voxel indices of ``Volume.voxels``, the slicing axis k (axial).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from edge_medsam.errors import InputError
+from edge_medsam.io.types import Volume
 from edge_medsam.modalities import Modality
 from edge_medsam.preprocess import Geometry, logits_to_original
 from edge_medsam.runtime.decoder_feed import best_of_k
@@ -119,3 +124,33 @@ def empty_prediction(geometry: Geometry, low_res_size: int) -> Prediction:
     """The answer for N = 0 objects."""
     return Prediction(np.zeros((0, geometry.height, geometry.width), np.float32),
                       np.zeros((0, 1, low_res_size, low_res_size), np.float32), np.zeros(0, np.float32))
+
+
+@dataclass(frozen=True)
+class Click3D:
+    """One click on object ``label`` at voxel (i, j, k) of ``Volume.voxels``; positive = foreground there."""
+
+    label: int
+    i: int
+    j: int
+    k: int
+    positive: bool
+
+
+@runtime_checkable
+class VolumeInteractor(Protocol):
+    """A model the interactive 3D protocol drives: one case at a time, one call per step."""
+
+    name: str
+
+    def start(self, volume: Volume) -> None:
+        """A new case (edge_medsam.io.Volume, voxels in NIfTI (i, j, k) order); forget earlier cases."""
+
+    def step(self, boxes: Mapping[int, Sequence[int]], clicks: Sequence[Click3D],
+             previous: np.ndarray | None) -> np.ndarray:
+        """The label volume (volume.shape, uint16, 0 = background, object labels as given) after this step.
+
+        ``boxes``: label -> voxel-index box (i_min, j_min, k_min, i_max, j_max, k_max), inclusive, the z range
+        being the slicing axis k (axial); ``clicks``: every click so far, in order; ``previous``: the previous
+        step's prediction (None at step 0).
+        """
