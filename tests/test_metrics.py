@@ -28,6 +28,15 @@ def test_nsd_tolerates_boundary_shifts_within_two_pixels_but_not_beyond():
     assert score_mask(near, target).dice == pytest.approx(1 - 2 * 20 * 2 / (2 * np.pi * 400), abs=0.02)
 
 
+def test_nsd_tolerance_is_inclusive_on_a_shifted_square():
+    """DeepMind's surface elements: a square shifted by the tolerance keeps every boundary element; one pixel more
+    loses both vertical sides."""
+    target = np.zeros((64, 64), bool)
+    target[20:40, 20:40] = True
+    assert score_mask(np.roll(target, 2, axis=1), target).nsd == 1.0
+    assert 0.5 < score_mask(np.roll(target, 3, axis=1), target).nsd < 0.6
+
+
 def test_nsd_uses_spacing_in_3d_and_drops_to_zero_below_dice_threshold():
     target = np.zeros((20, 40, 40), bool)
     target[5:15, 10:30, 10:30] = True
