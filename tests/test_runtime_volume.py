@@ -16,7 +16,7 @@ from edge_medsam.data.synth import generate_volume
 from edge_medsam.errors import InputError
 from edge_medsam.io import Volume, read_laptop_npz, read_volume, slice_volume, write_nifti
 from edge_medsam.runtime import Predictor, SlicePrompt, VolumeSegmenter
-from edge_medsam.runtime.volume import EmbeddingCache
+from edge_medsam.runtime.volume import EmbeddingCache, SliceMask
 
 SLICES = 12
 
@@ -91,9 +91,9 @@ def test_propagation_stops_at_an_empty_slice(predictor: Predictor, ct: tuple[Vol
     blob = np.zeros((segmenter.height, segmenter.width), bool)
     blob[20:30, 20:30] = True
 
-    def fake(index: int, **prompt: np.ndarray) -> tuple[np.ndarray, float]:
+    def fake(index: int, **prompt: np.ndarray) -> SliceMask:
         asked.append((index, prompt.get("box")))
-        return (blob if 4 <= index <= 7 else np.zeros_like(blob)), 0.5
+        return SliceMask(blob if 4 <= index <= 7 else np.zeros_like(blob), 0.5, np.zeros((1, 16, 16), np.float32))
 
     monkeypatch.setattr(segmenter, "predict_slice", fake)
     found = segmenter.segment_box3d([15, 15, 0, 35, 35, SLICES - 1])

@@ -4,8 +4,9 @@ Prompts:
 - a 3D box ``[x_min, y_min, z_min, x_max, y_max, z_max]`` as MedSAM-on-Laptop gives them: x, y in the pixels
   of a displayed slice (``slice_volume``), z the slice index along the slicing axis (inclusive). The middle
   slice is segmented with the 2D box, then the object is followed slice by slice up and down within
-  z_min..z_max, each slice prompted with the previous slice's mask box enlarged by ``margin`` pixels, stopping
-  where the mask comes back empty;
+  z_min..z_max, each slice prompted with the previous slice's mask box enlarged by ``margin`` pixels (and, with
+  ``propagation="mask"``, the previous slice's low-res logits as mask input), stopping where the mask comes
+  back empty;
 - points (and optionally a 2D box) on any slice: that slice, then the same propagation through the volume;
 - no prompt: every slice self-prompted (label 1 wherever the foreground is found).
 
@@ -19,6 +20,7 @@ import os
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -30,6 +32,8 @@ from edge_medsam.runtime.predictor import EncodedImage, Predictor
 
 DEFAULT_MARGIN = 3  # pixels added around the previous slice's mask box (the MedSAM-on-Laptop baseline's 3)
 DEFAULT_CACHE = 64  # slices whose encoder outputs are kept (about 1 MB each for the tiny student at 256)
+PROPAGATIONS = ("box", "mask")  # what a slice takes from its neighbour: the grown mask box, or that and its logits
+DEFAULT_PROPAGATION = "box"
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,19 @@ class SlicePrompt:
     points: np.ndarray | None = None
     labels: np.ndarray | None = None
     box: np.ndarray | None = None
+
+
+class SliceMask(NamedTuple):
+    """One object on one slice: its (H, W) bool mask, predicted IoU, low-res logits (1, h, w) to feed back as
+    mask input, and the box it was prompted with (None for points alone or the self-prompt)."""
+
+    mask: np.ndarray
+    score: float
+    low_res: np.ndarray
+    box: np.ndarray | None = None
+
+
+SliceMasks = dict[int, SliceMask]
 
 
 @dataclass
@@ -108,8 +125,11 @@ class VolumeSegmenter:
 
     def __init__(self, predictor: Predictor, volume: Volume | str | os.PathLike[str], *, axis: int | str = "axial",
                  modality: ModalityLike = "auto", window: WindowLike = None, cache_size: int = DEFAULT_CACHE,
-                 margin: int = DEFAULT_MARGIN):
+                 margin: int = DEFAULT_MARGIN, propagation: str = DEFAULT_PROPAGATION):
+        if propagation not in PROPAGATIONS:
+            raise InputError(f"unknown propagation {propagation!r}", fix=f"use one of {', '.join(PROPAGATIONS)}")
         self.predictor = predictor
+        self.propagation = propagation
         self.volume = volume if isinstance(volume, Volume) else read_volume(volume)
         self.axis = axis
         self.window = window
@@ -148,28 +168,31 @@ class VolumeSegmenter:
         return self.cache.get(index, lambda: self._encode(index, self.plan))
 
     def predict_slice(self, index: int, *, box: np.ndarray | None = None, points: np.ndarray | None = None,
-                      labels: np.ndarray | None = None) -> tuple[np.ndarray, float]:
-        """One object's (H, W) bool mask and predicted IoU on a slice; no prompt = self-prompted."""
+                      labels: np.ndarray | None = None, mask_input: np.ndarray | None = None) -> SliceMask:
+        """One object on a slice from a box, points and/or earlier low-res logits; no prompt = self-prompted."""
         self.predictor.set_encoded(self.encoded(index))
-        result = self.predictor.predict(points=points, labels=labels, boxes=box)
+        result = self.predictor.predict(points=points, labels=labels, boxes=box, mask=mask_input)
         _add(self.latency_ms, result.latency_ms, ("decoder", "postprocess"))
-        return result.masks[0], float(result.scores[0])
+        return SliceMask(result.masks[0], float(result.scores[0]), result.low_res_logits[0],
+                         None if box is None else np.asarray(box, np.float32).reshape(4))
 
-    def _grown_box(self, mask: np.ndarray) -> np.ndarray:
+    def grown_box(self, mask: np.ndarray) -> np.ndarray:
+        """A non-empty mask's box enlarged by ``margin`` pixels, clipped to the slice."""
         box = box_from_mask(mask) + np.array([-self.margin, -self.margin, self.margin, self.margin], np.float32)
         return np.clip(box, 0, [self.width, self.height, self.width, self.height]).astype(np.float32)
 
-    def propagate(self, start: int, mask: np.ndarray, lo: int, hi: int) -> dict[int, tuple[np.ndarray, float]]:
+    def propagate(self, start: int, first: SliceMask, lo: int, hi: int) -> SliceMasks:
         """Follow a non-empty mask from slice ``start`` up to ``hi`` and down to ``lo``, each way until a slice
-        comes back empty."""
-        found: dict[int, tuple[np.ndarray, float]] = {}
+        comes back empty; each slice is prompted by its neighbour (``propagation``)."""
+        found: SliceMasks = {}
         for step in (1, -1):
-            previous, index = mask, start + step
+            previous, index = first, start + step
             while lo <= index <= hi:
-                current, score = self.predict_slice(index, box=self._grown_box(previous))
-                if not current.any():
+                carried = previous.low_res if self.propagation == "mask" else None
+                current = self.predict_slice(index, box=self.grown_box(previous.mask), mask_input=carried)
+                if not current.mask.any():
                     break
-                found[index] = (current, score)
+                found[index] = current
                 previous, index = current, index + step
         return found
 
@@ -179,7 +202,7 @@ class VolumeSegmenter:
                              path=self.volume.path, fix=f"give slice indices from 0 to {self.count - 1}")
         return int(index)
 
-    def segment_box3d(self, box3d: Sequence[float]) -> dict[int, tuple[np.ndarray, float]]:
+    def segment_box3d(self, box3d: Sequence[float]) -> SliceMasks:
         """Masks per slice for a [x_min, y_min, z_min, x_max, y_max, z_max] box (empty if the middle is empty)."""
         values = np.asarray(box3d, np.float64).reshape(-1)
         if values.size != 6 or not np.isfinite(values).all():
@@ -192,53 +215,53 @@ class VolumeSegmenter:
                              fix="order it x_min y_min z_min x_max y_max z_max")
         middle = (lo + hi) // 2
         try:
-            mask, score = self.predict_slice(middle, box=np.array([x0, y0, x1, y1], np.float32))
+            first = self.predict_slice(middle, box=np.array([x0, y0, x1, y1], np.float32))
         except InputError as err:
             raise InputError(f"3D box {values.tolist()}: {err.problem}", path=self.volume.path, fix=err.fix) from err
-        if not mask.any():
+        if not first.mask.any():
             return {}
-        return {middle: (mask, score), **self.propagate(middle, mask, lo, hi)}
+        return {middle: first, **self.propagate(middle, first, lo, hi)}
 
-    def segment_slice_prompt(self, prompt: SlicePrompt) -> dict[int, tuple[np.ndarray, float]]:
+    def segment_slice_prompt(self, prompt: SlicePrompt) -> SliceMasks:
         """Masks per slice for points / a box on one slice, propagated through the whole volume."""
         index = self._check_index(prompt.index, "slice")
         if prompt.points is None and prompt.box is None:
             raise InputError(f"the prompt on slice {index} has neither points nor a box", path=self.volume.path,
                              fix="give points (x, y, label) or a box on that slice")
-        mask, score = self.predict_slice(index, box=prompt.box, points=prompt.points, labels=prompt.labels)
-        if not mask.any():
+        first = self.predict_slice(index, box=prompt.box, points=prompt.points, labels=prompt.labels)
+        if not first.mask.any():
             return {}
-        return {index: (mask, score), **self.propagate(index, mask, 0, self.count - 1)}
+        return {index: first, **self.propagate(index, first, 0, self.count - 1)}
 
-    def segment_auto(self, min_confidence: float = 0.0) -> dict[int, tuple[np.ndarray, float]]:
+    def segment_auto(self, min_confidence: float = 0.0) -> SliceMasks:
         """The self-prompted foreground of every slice whose self-prompt confidence reaches ``min_confidence``."""
         found = {}
         for index in range(self.count):
             if self.encoded(index).self_prompt_confidence < min_confidence:
                 continue
-            mask, score = self.predict_slice(index)
-            if mask.any():
-                found[index] = (mask, score)
+            current = self.predict_slice(index)
+            if current.mask.any():
+                found[index] = current
         return found
 
     def segment(self, boxes3d: Sequence[Sequence[float]] = (), slice_prompts: Sequence[SlicePrompt] = (), *,
                 min_confidence: float = 0.0) -> VolumeResult:
         """Label volume for 3D boxes and slice prompts (objects numbered in that order), or self-prompted if none."""
-        per_object: list[tuple[str, dict[int, tuple[np.ndarray, float]]]] = []
+        per_object: list[tuple[str, SliceMasks]] = []
         per_object += [("box3d", self.segment_box3d(box)) for box in boxes3d]
         per_object += [("points", self.segment_slice_prompt(prompt)) for prompt in slice_prompts]
         if not per_object:
             per_object.append(("auto", self.segment_auto(min_confidence)))
         return self._assemble(per_object)
 
-    def _assemble(self, per_object: list[tuple[str, dict[int, tuple[np.ndarray, float]]]]) -> VolumeResult:
+    def _assemble(self, per_object: list[tuple[str, SliceMasks]]) -> VolumeResult:
         planes: dict[int, np.ndarray] = {}
         objects = []
         for label, (kind, masks) in enumerate(per_object, start=1):
-            for index, (mask, _) in masks.items():
+            for index, found in masks.items():
                 plane = planes.setdefault(index, np.zeros((self.height, self.width), np.uint16))
-                plane[mask] = label  # later objects win where they overlap, as in the challenge baseline
-            scores = [score for _, score in masks.values()]
+                plane[found.mask] = label  # later objects win where they overlap, as in the challenge baseline
+            scores = [found.score for found in masks.values()]
             objects.append(VolumeObject(label, kind, sorted(masks), float(np.mean(scores)) if scores else 0.0))
         labels = np.zeros(self.volume.shape, np.uint16)
         for index, plane in planes.items():

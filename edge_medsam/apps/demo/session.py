@@ -23,7 +23,7 @@ from edge_medsam.errors import InputError
 from edge_medsam.io import Volume, insert_slice, slice_volume
 from edge_medsam.runtime.images import ModalityLike, WindowLike
 from edge_medsam.runtime.predictor import EncodedImage, timed
-from edge_medsam.runtime.volume import VolumeSegmenter
+from edge_medsam.runtime.volume import SliceMask, VolumeSegmenter
 
 ViewKey = tuple[str, int]  # (plane, slice index); a picture's only view is (PICTURE, 0)
 Point = tuple[float, float, int]  # x, y in pixels of the view, label 1 (foreground) or 0 (background)
@@ -246,8 +246,9 @@ class DemoSession:
                     if propagate and annotation.mask.any():
                         stack = self._stack_of(plane)
                         assert isinstance(stack, VolumeSegmenter)
-                        found = stack.propagate(index, annotation.mask, 0, stack.count - 1)
-                        slices.update({i: mask for i, (mask, _) in found.items()})
+                        first = SliceMask(annotation.mask, annotation.score, annotation.logits)
+                        found = stack.propagate(index, first, 0, stack.count - 1)
+                        slices.update({i: later.mask for i, later in found.items()})
                     for i, mask in slices.items():
                         shown = slice_volume(labels, plane, i).pixels
                         shown[mask] = label
