@@ -29,25 +29,37 @@ class Score:
     nsd: float
 
 
+def dice(pred: np.ndarray, target: np.ndarray) -> float:
+    """Dice of two boolean masks of one shape (1.0 where both are empty)."""
+    total = np.count_nonzero(pred) + np.count_nonzero(target)
+    return 1.0 if total == 0 else 2.0 * float(np.count_nonzero(pred & target)) / float(total)
+
+
+def surface_dice(pred: np.ndarray, target: np.ndarray, spacing: Sequence[float] | None = None,
+                 tolerance: float = NSD_TOLERANCE) -> float:
+    """NSD of two boolean masks at ``tolerance`` (mm with ``spacing``, default 1 per axis), without the Dice gate."""
+    if not pred.any() and not target.any():
+        return 1.0
+    if not pred.any() or not target.any():
+        return 0.0
+    spacing = tuple(float(v) for v in spacing) if spacing is not None else (1.0,) * pred.ndim
+    with warnings.catch_warnings():
+        # surface-distance 0.1 calls scipy.ndimage.morphology.distance_transform_edt (deprecated namespace).
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="surface_distance")
+        distances = compute_surface_distances(target, pred, spacing)
+    return float(compute_surface_dice_at_tolerance(distances, tolerance))
+
+
 def score_mask(pred: np.ndarray, target: np.ndarray, spacing: Sequence[float] | None = None,
                tolerance: float = NSD_TOLERANCE) -> Score:
     """Dice and NSD of a binary prediction against a binary target (2D or 3D, same shape)."""
     pred_b, target_b = np.asarray(pred, bool), np.asarray(target, bool)
     if pred_b.shape != target_b.shape:
         raise ValueError(f"prediction {pred_b.shape} and target {target_b.shape} differ in shape")
-    if not pred_b.any() and not target_b.any():
-        return Score(1.0, 1.0)
-    if not pred_b.any() or not target_b.any():
-        return Score(0.0, 0.0)
-    dice = 2.0 * float(np.count_nonzero(pred_b & target_b)) / float(np.count_nonzero(pred_b) + np.count_nonzero(target_b))
-    if dice <= NSD_MIN_DICE:
-        return Score(dice, 0.0)
-    spacing = tuple(float(v) for v in spacing) if spacing is not None else (1.0,) * pred_b.ndim
-    with warnings.catch_warnings():
-        # surface-distance 0.1 calls scipy.ndimage.morphology.distance_transform_edt (deprecated namespace).
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module="surface_distance")
-        distances = compute_surface_distances(target_b, pred_b, spacing)
-    return Score(dice, float(compute_surface_dice_at_tolerance(distances, tolerance)))
+    overlap = dice(pred_b, target_b)
+    if overlap <= NSD_MIN_DICE:
+        return Score(overlap, 0.0)
+    return Score(overlap, surface_dice(pred_b, target_b, spacing, tolerance))
 
 
 def score_labels(pred: np.ndarray, target: np.ndarray, spacing: Sequence[float] | None = None,
