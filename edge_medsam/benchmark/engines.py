@@ -1,8 +1,11 @@
 """Load one graph of a subject on one backend, precision and thread count, or say why it cannot run here.
 
 ONNX Runtime and OpenVINO get the settings of ``edge_medsam.runtime``'s backends (ORT: sequential, one
-inter-op thread, full graph optimisation, no spinning workers; OpenVINO: the LATENCY hint and FP32 inference
-precision for FP32 graphs), with the thread count fixed per session so every backend gets the same core budget.
+inter-op thread, full graph optimisation, no spinning workers; OpenVINO: the LATENCY hint), with the thread count
+fixed per session so every backend gets the same core budget. OpenVINO's inference precision is set for every
+row (``PRECISION_HINTS``): f32 for the FP32, FP16 and INT8 graphs (else an AVX512-BF16/AMX CPU runs their
+unquantized parts in bf16 unasked), bf16 only for the ``bf16`` row (the FP32 graph, on CPUs with bf16 kernels).
+Each loaded graph says what it computes in (``edge_medsam.benchmark.precision``).
 PyTorch eager runs the FP32 modules with ``torch.set_num_threads``. TensorRT runs engines built on the device
 for our bundles (``export/build_trt.py``) through the runtime's backend.
 """
@@ -16,10 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from edge_medsam.benchmark.precision import describe, onnxruntime_compute, openvino_compute
 from edge_medsam.benchmark.subjects import Subject, graph_inputs, graph_outputs
 
 BACKENDS = ("pytorch", "onnxruntime", "openvino", "tensorrt")
 Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+PRECISION_HINTS = {"fp32": "f32", "fp16": "f32", "int8": "f32", "bf16": "bf16"}  # OpenVINO inference precision
 
 
 class Skipped(Exception):
@@ -61,12 +66,7 @@ def _pytorch(subject: Subject, graph: str, precision: str, threads: int) -> Load
     return Loaded(run, {"torch": torch.__version__, "weights": subject.torch_note or "the subject's own"})
 
 
-def _onnxruntime(subject: Subject, graph: str, precision: str, threads: int) -> Loaded:
-    if importlib.util.find_spec("onnxruntime") is None:
-        raise Skipped("onnxruntime is not installed")
-    pair = subject.variants.get(("onnx", precision))
-    if pair is None:
-        raise Skipped(f"no {precision} ONNX graphs")
+def _ort_options(threads: int) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -76,33 +76,51 @@ def _onnxruntime(subject: Subject, graph: str, precision: str, threads: int) -> 
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+def _onnxruntime(subject: Subject, graph: str, precision: str, threads: int) -> Loaded:
+    if importlib.util.find_spec("onnxruntime") is None:
+        raise Skipped("onnxruntime is not installed")
+    if precision == "bf16":
+        raise Skipped("ONNX Runtime's CPU provider has no bf16 convolution kernels; bf16 is an OpenVINO row")
+    pair = subject.variants.get(("onnx", precision))
+    if pair is None:
+        raise Skipped(f"no {precision} ONNX graphs")
+    import onnxruntime as ort
+
     path = pair.encoder if graph == "encoder" else pair.decoder
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(path), _ort_options(threads), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     wanted = {i.name for i in session.get_inputs()}
 
     def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(names, session.run(names, {k: v for k, v in feeds.items() if k in wanted}), strict=True))
 
-    return Loaded(run, {"onnxruntime": ort.__version__, "providers": session.get_providers(), "note": pair.note})
+    computes = onnxruntime_compute(path, _ort_options(threads))
+    return Loaded(run, {"onnxruntime": ort.__version__, "providers": session.get_providers(), "note": pair.note,
+                        "computes": computes, "computes_in": describe(computes)})
 
 
 def _openvino(subject: Subject, graph: str, precision: str, threads: int) -> Loaded:
     if importlib.util.find_spec("openvino") is None:
         raise Skipped("openvino is not installed")
-    pair = subject.variants.get(("openvino", precision)) or subject.variants.get(("onnx", precision))
+    graphs = "fp32" if precision == "bf16" else precision  # bf16 is the FP32 graph run in bf16
+    pair = subject.variants.get(("openvino", graphs)) or subject.variants.get(("onnx", graphs))
     if pair is None:
-        raise Skipped(f"no {precision} OpenVINO IR or ONNX graphs")
+        raise Skipped(f"no {graphs} OpenVINO IR or ONNX graphs")
     import openvino as ov
     import openvino.properties as props
     import openvino.properties.hint as hints
 
+    core = ov.Core()
+    if precision == "bf16" and "BF16" not in core.get_property("CPU", props.device.capabilities):
+        raise Skipped("this CPU has no bf16 kernels (OpenVINO's CPU plugin reports no BF16 capability)")
     config: dict[Any, Any] = {hints.performance_mode: hints.PerformanceMode.LATENCY,
-                              props.inference_num_threads: threads}
-    if precision == "fp32":
-        config[hints.inference_precision] = ov.Type.f32  # else AVX512-BF16/AMX CPUs would run FP32 graphs in bf16
+                              props.inference_num_threads: threads,
+                              hints.inference_precision: getattr(ov.Type, PRECISION_HINTS[precision])}
     path = pair.encoder if graph == "encoder" else pair.decoder
-    compiled = ov.Core().compile_model(str(path), "CPU", config)
+    compiled = core.compile_model(str(path), "CPU", config)
     request = compiled.create_infer_request()
     # A tensor read from ONNX can carry several names (an output that is also an intermediate): take the graph's.
     names = graph_outputs(pair.encoder if graph == "encoder" else pair.decoder) if path.suffix == ".onnx" else []
@@ -113,8 +131,10 @@ def _openvino(subject: Subject, graph: str, precision: str, threads: int) -> Loa
         result = request.infer({k: v for k, v in feeds.items() if k in wanted})
         return {name: np.array(result[port]) for port, name in ports}
 
+    computes = openvino_compute(compiled)
     return Loaded(run, {"openvino": ov.__version__, "file": path.suffix.lstrip("."), "note": pair.note,
-                        "inference_precision": compiled.get_property(hints.inference_precision).get_type_name()})
+                        "inference_precision": compiled.get_property(hints.inference_precision).get_type_name(),
+                        "computes": computes, "computes_in": describe(computes)})
 
 
 def _tensorrt(subject: Subject, graph: str, precision: str, threads: int) -> Loaded:

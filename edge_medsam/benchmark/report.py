@@ -163,10 +163,11 @@ def _stats(row: dict[str, Any]) -> list[Any]:
 
 
 def _precision(row: dict[str, Any]) -> str:
-    """The graph's precision, and what OpenVINO computes it in where that differs (bf16 on AVX512-BF16 / AMX)."""
-    computes = row.get("computes_in")
-    named = {"f32": "fp32", "f16": "fp16", "bf16": "bf16"}.get(computes or "", computes)
-    return row["precision"] if not named or named == row["precision"] else f"{row['precision']} (computes in {named})"
+    """The row's precision and what its backend computes the encoder's and decoder's convolutions and matrix
+    products in (``edge_medsam.benchmark.precision``), e.g. ``int8 (enc i8 41 + f32 11 of 52; dec f32)``."""
+    computes = row.get("computes_in") or {}
+    said = "; ".join(f"{graph[:3]} {what}" for graph, what in computes.items() if what)
+    return f"{row['precision']} ({said})" if said else row["precision"]
 
 
 def variant_tables(results: dict[str, Any]) -> str:

@@ -156,7 +156,7 @@ def timing_tasks(variants: list[Variant], image: TestImage, settings: BenchSetti
 def _row(variant: Variant, task: str, batch: int) -> dict[str, Any]:
     return {"subject": variant.subject.name, "family": variant.subject.family, "backend": variant.backend,
             "precision": variant.precision, "threads": variant.threads, "task": task, "batch": batch,
-            "computes_in": variant.encoder.details.get("inference_precision"),
+            "computes_in": {g: getattr(variant, g).details.get("computes_in") for g in ("encoder", "decoder")},
             "details": {"encoder": variant.encoder.details, "decoder": variant.decoder.details}}
 
 

@@ -18,7 +18,8 @@ from edge_medsam.benchmark.timing import TimingPlan
 from edge_medsam.errors import InputError
 from edge_medsam.models.student.config import PRESETS
 
-PRECISIONS = ("fp32", "fp16", "int8")
+GRAPH_PRECISIONS = ("fp32", "fp16", "int8")  # the graph files a bundle holds
+PRECISIONS = (*GRAPH_PRECISIONS, "bf16")  # bf16: the FP32 graph run in bf16 (OpenVINO, CPUs with bf16 kernels)
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class BenchSettings:
     anchor_plan: TimingPlan = field(default_factory=lambda: TimingPlan(warmup=1, rounds=3, min_samples=3, budget_s=20.0))
     ct: CTSettings = field(default_factory=CTSettings)
     coldstart_runs: int = 3
-    coldstart_precisions: tuple[str, ...] = PRECISIONS
+    coldstart_precisions: tuple[str, ...] = GRAPH_PRECISIONS
     accuracy_images: int = 24
     gemm_side: int = 2048  # side of the square FP32 GEMM that measures this machine's peak
     calib_images: int = 32

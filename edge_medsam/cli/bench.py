@@ -52,7 +52,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--anchors", type=_csv, help="comma-separated reference names, or 'none' (default: all in "
                                                      "the full run, none in --quick)")
     parser.add_argument("--backends", type=_csv, help="from pytorch,onnxruntime,openvino,tensorrt (default: all)")
-    parser.add_argument("--precisions", type=_csv, help="from fp32,fp16,int8 (default: all)")
+    parser.add_argument("--precisions", type=_csv, help="comma-separated: fp32, fp16, int8, bf16 (the FP32 graph "
+                        "run in bf16 by OpenVINO where the CPU has bf16 kernels); default: all")
     parser.add_argument("--threads", type=_ints, help="thread counts for ours (default: 1 and all usable cores)")
     parser.add_argument("--anchor-threads", type=_ints, help="thread counts for the anchors (default: all cores)")
     parser.add_argument("--batch", type=_ints, help="objects per decoder call and images per encoder call where the "
