@@ -196,7 +196,8 @@ class VolumeSegmenter:
                 previous, index = current, index + step
         return found
 
-    def _check_index(self, index: float, what: str) -> int:
+    def check_index(self, index: float, what: str) -> int:
+        """A slice index as int; InputError naming ``what`` when it is not one of the volume's slices."""
         if not float(index).is_integer() or not 0 <= int(index) < self.count:
             raise InputError(f"{what} {index} is outside the volume's slices 0..{self.count - 1}",
                              path=self.volume.path, fix=f"give slice indices from 0 to {self.count - 1}")
@@ -209,7 +210,7 @@ class VolumeSegmenter:
             raise InputError(f"3D box {list(box3d)} is not six numbers", path=self.volume.path,
                              fix="give x_min y_min z_min x_max y_max z_max")
         x0, y0, z0, x1, y1, z1 = values
-        lo, hi = self._check_index(z0, "3D box z_min"), self._check_index(z1, "3D box z_max")
+        lo, hi = self.check_index(z0, "3D box z_min"), self.check_index(z1, "3D box z_max")
         if hi < lo:
             raise InputError(f"3D box {values.tolist()} has z_max below z_min", path=self.volume.path,
                              fix="order it x_min y_min z_min x_max y_max z_max")
@@ -224,7 +225,7 @@ class VolumeSegmenter:
 
     def segment_slice_prompt(self, prompt: SlicePrompt) -> SliceMasks:
         """Masks per slice for points / a box on one slice, propagated through the whole volume."""
-        index = self._check_index(prompt.index, "slice")
+        index = self.check_index(prompt.index, "slice")
         if prompt.points is None and prompt.box is None:
             raise InputError(f"the prompt on slice {index} has neither points nor a box", path=self.volume.path,
                              fix="give points (x, y, label) or a box on that slice")
