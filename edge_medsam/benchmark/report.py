@@ -15,7 +15,7 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_medsam.benchmark.compare import RATIO_COLUMNS, derive
+from edge_medsam.benchmark.compare import INT8_DICE_POINTS, RATIO_COLUMNS, derive
 from edge_medsam.benchmark.subjects import ANCHOR, OURS, Subject, graph_parameters
 from edge_medsam.io.files import atomic_write, atomic_write_text
 
@@ -138,21 +138,23 @@ def summary_table(results: dict[str, Any]) -> str:
 
 def ratio_table(results: dict[str, Any]) -> str:
     """Ours versus each anchor (anchor / ours: how many times faster, cheaper, smaller ours is)."""
-    rows = [[r["ours"], r["anchor"], r["basis"], r["ours_variant"], r["anchor_variant"], _ms(r["ours_2d_ms"]),
-             _ms(r["anchor_2d_ms"]), r["speedup_2d"], r["speedup_encoder"], r["speedup_decoder"], r["speedup_3d"],
-             r["macs_ratio"], r["size_ratio"]] for r in results["ratios"]]
+    rows = [[r["ours"], r["anchor"], r["basis"], f"{r['ours_variant']} t{r['ours_threads']}",
+             f"{r['anchor_variant']} t{r['anchor_threads']}", _ms(r["ours_2d_ms"]), _ms(r["anchor_2d_ms"]),
+             r["speedup_2d"], "–" if not r["speedup_2d_band"] else "{} – {}".format(*r["speedup_2d_band"]),
+             r["speedup_encoder"], r["speedup_decoder"], r["speedup_3d"], r["macs_ratio"], r["size_ratio"]]
+            for r in results["ratios"]]
     header = ["ours", "anchor", "basis", "ours runs", "anchor runs", "ours 2D ms", "anchor 2D ms", "2D ×",
-              "encoder ×", "decoder ×", "3D × (projected)", "MACs ×", "size ×"]
+              "2D × round band", "encoder ×", "decoder ×", "3D × (projected)", "MACs ×", "size ×"]
     return _table(header, rows)
 
 
 def target_table(results: dict[str, Any]) -> str:
-    """Every target: goal, value, met, by how much it is missed, and on what it was measured."""
-    verdict = {True: "met", False: "**missed**", None: "not measured"}
+    """Every target: goal, value with its noise band, verdict, by how much it is missed, on what it was measured."""
     rows = [[t["target"], t["subject"], t["goal"], _f(t["value"], 3) + (f" {t['unit']}" if t["value"] is not None else ""),
-             verdict[t["met"]], t["missed_by"] or "–", " ".join(filter(None, [t["basis"], t["note"]])) or "–"]
-            for t in results["targets"]]
-    return _table(["target", "model", "goal", "measured", "verdict", "missed by", "basis"], rows)
+             "–" if not t["band"] else f"{_f(t['band'][0], 3)} – {_f(t['band'][1], 3)}",
+             "**missed**" if t["verdict"] == "missed" else t["verdict"], t["missed_by"] or "–",
+             " ".join(filter(None, [t["basis"], t["note"]])) or "–"] for t in results["targets"]]
+    return _table(["target", "model", "goal", "measured", "round band", "verdict", "missed by", "basis"], rows)
 
 
 def _stats(row: dict[str, Any]) -> list[Any]:
@@ -271,10 +273,15 @@ def machine_section(results: dict[str, Any]) -> str:
                                f"clock):\n\n{table}")
 
 
-METHOD = """\
+METHOD = f"""\
 - Every variant is warmed up (first call kept apart), then timed with `perf_counter_ns` over several rounds; in
   each round the variants run in a new random order, so a busy machine slows them alike. p50/p90/p99 are over all
-  timed calls; *spread* is (max − min) / median of the per-round medians.
+  timed calls; *spread* is (max − min) / median of the per-round medians. A target's *round band* is the range
+  of its per-round values (a ratio: the per-round ratio of the two rows, timed in the same rounds); its verdict is
+  "met" or "missed" only when the whole band lies on one side of the goal, otherwise "within noise".
+- "Best vs best" takes each model's fastest row over backends, precisions and thread counts, among the precisions
+  whose measured Dice loss against FP32 stays within {INT8_DICE_POINTS:g} points (a model whose accuracy per precision was not
+  measured competes with its FP32 graphs only).
 - The 2D case is end to end in numpy + the backend: CT windowing and resize to the model input, encoder, decoder,
   mask upsampling to 512 x 512. Our students run self-prompted; the anchors (no self-prompt) get one box.
   Stage columns split that time.
@@ -288,8 +295,10 @@ METHOD = """\
 - Cold start runs a new Python process: imports, graph loading/compilation, one CT slice to its first mask (ours
   through the torch-free `edge_medsam.runtime.Predictor`), timed from launch to exit; peak RSS is the child's
   own high-water mark (`VmHWM`).
-- OpenVINO computes FP32 graphs in FP32 (as the runtime asks); FP16 and INT8 graphs in its default inference
-  precision, which is bf16 on CPUs with AVX512-BF16 or AMX (the precision column says so where it differs).
+- The precision column names the graph and what the backend computes its convolutions and matrix products in
+  (counted in ONNX Runtime's optimised graph and OpenVINO's runtime graph: `enc i8 41 + f32 11 of 52` means 41
+  integer kernels). OpenVINO is told its inference precision for every row: f32 for the FP32, FP16 and INT8
+  graphs, bf16 for the bf16 row (the FP32 graph, on CPUs with bf16 kernels only).
 - MACs are counted from the ONNX graphs (Conv, ConvTranspose, MatMul, Gemm) at the timed shapes; the fraction
   of peak is 2 x MACs / encoder p50 / measured GEMM peak at the same thread count.
 """

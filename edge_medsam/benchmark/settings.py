@@ -49,11 +49,12 @@ class BenchSettings:
     backends: tuple[str, ...] = BACKENDS
     precisions: tuple[str, ...] = PRECISIONS
     threads: tuple[int, ...] = field(default_factory=lambda: tuple(sorted({1, usable_cores()})))
-    anchor_threads: tuple[int, ...] = field(default_factory=lambda: (usable_cores(),))
+    anchor_threads: tuple[int, ...] = field(default_factory=lambda: tuple(sorted({1, usable_cores()})))
     batches: tuple[int, ...] = (1, 4)
     prompts: int = 10  # K prompts of the interactive scenario
     plan: TimingPlan = field(default_factory=lambda: TimingPlan(warmup=3, rounds=5, min_samples=5, budget_s=6.0))
-    anchor_plan: TimingPlan = field(default_factory=lambda: TimingPlan(warmup=1, rounds=3, min_samples=3, budget_s=20.0))
+    # At least one call per round (5), so that every anchor row has a median in each round: the noise band.
+    anchor_plan: TimingPlan = field(default_factory=lambda: TimingPlan(warmup=1, rounds=5, min_samples=5, budget_s=20.0))
     ct: CTSettings = field(default_factory=CTSettings)
     coldstart_runs: int = 3
     coldstart_precisions: tuple[str, ...] = GRAPH_PRECISIONS

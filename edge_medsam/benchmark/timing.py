@@ -4,8 +4,9 @@ Each task is warmed up (its first call, which holds lazy allocation and kernel s
 latency estimated, and its number of timed calls chosen to fit a time budget (at least ``min_samples``). The
 calls are then spread over ``rounds`` rounds; in every round the tasks run in a new random order. A task may
 report the milliseconds of its stages (preprocess, encoder, ...) next to the total the harness measures.
-Statistics: p50/p90/p99, mean, std, and the spread of the per-round medians ((max - min) / median), which is
-what moves between repetitions on a shared machine.
+Statistics: p50/p90/p99, mean, std, and the median of each round with its round number: the spread of the
+per-round medians ((max - min) / median) is what moves between repetitions on a shared machine, and two tasks'
+medians of the same rounds give the noise band of their ratio (``edge_medsam.benchmark.compare``).
 """
 
 from __future__ import annotations
@@ -133,8 +134,9 @@ def summarize(values_ms: Sequence[float], rounds: Sequence[int] | None = None) -
                              "std": float(values.std()), "min": float(values.min()), "max": float(values.max())}
     if rounds is not None:
         rounds_arr = np.asarray(rounds)
-        medians = [float(np.median(values[rounds_arr == r])) for r in sorted(set(rounds_arr.tolist()))]
-        stats["round_p50s"] = medians
+        ids = sorted(set(rounds_arr.tolist()))
+        medians = [float(np.median(values[rounds_arr == r])) for r in ids]
+        stats["round_ids"], stats["round_p50s"] = ids, medians
         stats["spread"] = (max(medians) - min(medians)) / float(np.median(medians)) if len(medians) > 1 else None
     return stats
 
