@@ -281,19 +281,19 @@ def read_challenge_npz(path: PathLike, limits: ReadLimits | None = None) -> Chal
     return case
 
 
-def read_challenge_gts(path: PathLike, like: ChallengeCase) -> np.ndarray:
-    """The ``gts`` of a separate ground-truth .npz (the challenge's validation_gts files), checked against a case."""
+def read_challenge_gts(path: PathLike, shape: tuple[int, int, int]) -> np.ndarray:
+    """The ``gts`` (Z, Y, X) of a ground-truth .npz (the challenge's validation_gts files) for imgs of ``shape``."""
     p = existing_file(path)
     try:
         with zipfile.ZipFile(p) as zf:
             if "gts.npy" not in zf.namelist():
                 raise InputError("key 'gts' is missing", path=p, fix="give the case's ground-truth .npz (key gts)")
-            raw = _read_member(zf, "gts", p, max(like.imgs.size, 64))
+            raw = _read_member(zf, "gts", p, max(int(np.prod(shape, dtype=np.int64)), 64))
     except ZIP_ERRORS as err:
         if isinstance(err, InputError):
             raise
         raise InputError(f"not a readable .npz archive ({err})", path=p, fix="copy the file again") from err
-    return _labels(raw, "gts", like.imgs.shape, p)
+    return _labels(raw, "gts", tuple(shape), p)
 
 
 def _object_array(values: list[Any]) -> np.ndarray:
