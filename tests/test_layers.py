@@ -20,7 +20,7 @@ LAYERS: list[set[str]] = [
     {"runtime"},
     {"models", "evaluation"},
     {"recipes", "training", "compress", "reporting", "benchmark"},
-    {"pipeline"},
+    {"pipeline", "serve"},
     {"cli", "apps", "__main__"},
 ]
 LAYER_OF = {name: i for i, names in enumerate(LAYERS) for name in names}

@@ -7,10 +7,10 @@ import sys
 from collections.abc import Sequence
 
 from edge_medsam import __version__
-from edge_medsam.cli import bench, data, demo, evaluate, export, info, predict, train
+from edge_medsam.cli import bench, data, demo, evaluate, export, info, predict, serve, train
 from edge_medsam.errors import EdgeMedSAMError
 
-COMMAND_GROUPS = (data, train, evaluate, export, predict, demo, bench, info)
+COMMAND_GROUPS = (data, train, evaluate, export, predict, serve, demo, bench, info)
 
 
 def build_parser() -> argparse.ArgumentParser:

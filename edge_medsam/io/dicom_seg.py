@@ -65,15 +65,15 @@ def _frames(labels: np.ndarray, reference: Volume | Image2D, source: list[Datase
     return frames
 
 
-def _descriptions(labels: np.ndarray, segment_names: dict[int, str], path: PathLike
-                  ) -> list[hd.seg.SegmentDescription]:
+def _descriptions(labels: np.ndarray, segment_names: dict[int, str], path: PathLike,
+                  algorithm: hd.AlgorithmIdentificationSequence | None) -> list[hd.seg.SegmentDescription]:
     bad = [k for k in segment_names if not isinstance(k, (int, np.integer)) or k < 1 or k > 0xFFFF]
     if bad:
         raise InputError(f"segment numbers {bad} are not labels 1..65535", path=path,
                          fix="key segment_names by the label values of the objects")
     highest = max(int(labels.max()), *segment_names, 1)
-    algorithm = hd.AlgorithmIdentificationSequence(name="edge-medsam", version=__version__,
-                                                   family=codes.cid7162.ArtificialIntelligence)
+    algorithm = algorithm or hd.AlgorithmIdentificationSequence(name="edge-medsam", version=__version__,
+                                                                family=codes.cid7162.ArtificialIntelligence)
     return [hd.seg.SegmentDescription(
         segment_number=n, segment_label=str(segment_names.get(n, f"segment {n}"))[:64] or f"segment {n}",
         segmented_property_category=codes.SCT.Tissue, segmented_property_type=codes.SCT.Tissue,
@@ -82,33 +82,37 @@ def _descriptions(labels: np.ndarray, segment_names: dict[int, str], path: PathL
 
 
 def _segmentation(source: list[Dataset], frames: np.ndarray, descriptions: list[hd.seg.SegmentDescription], *,
-                  omit_empty: bool) -> hd.seg.Segmentation:
+                  omit_empty: bool, uids: tuple[str, str] | None) -> hd.seg.Segmentation:
+    series_uid, instance_uid = uids or (hd.UID(), hd.UID())
     return hd.seg.Segmentation(
         source_images=source, pixel_array=frames, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descriptions, series_instance_uid=hd.UID(),
-        series_number=_SEG_SERIES_NUMBER, sop_instance_uid=hd.UID(), instance_number=1,
+        segment_descriptions=descriptions, series_instance_uid=series_uid,
+        series_number=_SEG_SERIES_NUMBER, sop_instance_uid=instance_uid, instance_number=1,
         manufacturer="edge-medsam", manufacturer_model_name="edge-medsam", software_versions=__version__,
         device_serial_number="0", series_description="edge-medsam segmentation",
         omit_empty_frames=omit_empty,  # a SEG needs at least one frame, even when nothing was found
     )
 
 
-def write_dicom_seg(path: PathLike, labels: np.ndarray, reference: Volume | Image2D, segment_names: dict[int, str]
-                    ) -> Path:
+def write_dicom_seg(path: PathLike, labels: np.ndarray, reference: Volume | Image2D, segment_names: dict[int, str],
+                    *, algorithm: hd.AlgorithmIdentificationSequence | None = None,
+                    uids: tuple[str, str] | None = None) -> Path:
     """Write a label map on ``reference`` (a Volume's (i, j, k) grid or an Image2D's (rows, cols), read from DICOM)
     as a DICOM-SEG file, atomically.
 
     Labels without a name are called "segment N"; every SOP instance of the source series is referenced.
+    ``algorithm`` replaces the default identification (edge-medsam and its version); ``uids`` (series, SOP
+    instance) makes the SEG's identity reproducible, so that storing it twice replaces rather than duplicates.
     """
     source = _source_datasets(reference, path)
     arr = label_array(labels, path, max_label=0xFFFF)
     if arr.shape != reference.shape:
         raise InputError(f"labels of shape {arr.shape} do not match the reference volume {reference.shape}",
                          path=path, fix="give one label per pixel of the image or volume they were predicted on")
-    descriptions = _descriptions(arr, segment_names, path)
+    descriptions = _descriptions(arr, segment_names, path, algorithm)
     try:
         seg = _segmentation([_complete(ds) for ds in source], _frames(arr, reference, source), descriptions,
-                            omit_empty=bool(arr.any()))
+                            omit_empty=bool(arr.any()), uids=uids)
     except (AttributeError, ValueError, TypeError, KeyError) as err:  # what highdicom raises for incomplete sources
         raise InputError(f"the source DICOM cannot be referenced by a DICOM-SEG ({err})", path=path,
                          fix=_SOURCE_FIX) from err
