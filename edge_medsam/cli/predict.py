@@ -21,11 +21,21 @@ from edge_medsam.cli.remarks import held_remarks, log_file
 from edge_medsam.errors import EdgeMedSAMError, InputError
 from edge_medsam.runtime.backends import BACKEND_CHOICES
 from edge_medsam.runtime.bundle import DEMO_BUNDLE
+from edge_medsam.runtime.corrections import CorrectionSession
 from edge_medsam.runtime.inputs import LoadedInput, discover_inputs, load_input
+from edge_medsam.runtime.interactor import SliceFrame
 from edge_medsam.runtime.manifest import PRECISIONS
 from edge_medsam.runtime.outputs import OUTPUT_FORMATS, output_format, write_output
 from edge_medsam.runtime.predictor import Predictor
-from edge_medsam.runtime.volume import DEFAULT_CACHE, DEFAULT_MARGIN, SlicePrompt, VolumeSegmenter
+from edge_medsam.runtime.protocol import Click3D
+from edge_medsam.runtime.volume import (
+    DEFAULT_CACHE,
+    DEFAULT_MARGIN,
+    DEFAULT_PROPAGATION,
+    PROPAGATIONS,
+    SlicePrompt,
+    VolumeSegmenter,
+)
 
 SUMMARY = "summary.jsonl"
 LOG = "predict.log"
@@ -62,6 +72,10 @@ def register(commands: argparse._SubParsersAction) -> None:
                         metavar=("X0", "Y0", "Z0", "X1", "Y1", "Z1"), help="a 3D box, MedSAM-on-Laptop order")
     parser.add_argument("--point", nargs="+", type=float, action="append", metavar="V",
                         help="x y label (2D) or x y z label (volumes); label 1 foreground, 0 background")
+    parser.add_argument("--click3d", action="append", metavar="LABEL,I,J,K,+|-",
+                        help="volumes: a click on object LABEL (the --box3d objects are 1, 2, ...) at voxel (i, j, k), "
+                             "+ foreground, - background; the click corrects its slice and the correction is "
+                             "carried to the neighbouring slices (repeat; applied in order)")
     parser.add_argument("--correct-auto", action="store_true",
                         help="2D: the --point clicks correct the self-prompted foreground (add a missed region, "
                              "remove a false one) instead of segmenting the clicked object")
@@ -69,6 +83,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--cache-size", type=int, default=DEFAULT_CACHE, help="slices whose embeddings are kept")
     parser.add_argument("--margin", type=int, default=DEFAULT_MARGIN,
                         help="pixels added around a mask's box when propagating through a volume")
+    parser.add_argument("--propagation", default=DEFAULT_PROPAGATION, choices=PROPAGATIONS,
+                        help="what a slice takes from its neighbour when propagating: its mask's box, or that and "
+                             "its mask logits")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no summaries on stdout")
     parser.set_defaults(handler=run_predict)
 
@@ -97,9 +114,23 @@ def _points(args: argparse.Namespace, is_3d: bool) -> list[list[float]]:
     return points
 
 
+def _clicks3d(args: argparse.Namespace, path: Path) -> list[Click3D]:
+    clicks = []
+    for text in args.click3d or []:
+        parts = [p.strip() for p in text.split(",")]
+        if len(parts) != 5 or parts[4] not in ("+", "-") or not all(p.isdigit() for p in parts[:4]):
+            raise InputError(f"--click3d {text!r} is not label,i,j,k,+|-", path=path,
+                             fix="give e.g. --click3d 1,120,98,40,+ (object 1, voxel i j k, foreground)")
+        label, i, j, k = (int(p) for p in parts[:4])
+        clicks.append(Click3D(label, i, j, k, parts[4] == "+"))
+    return clicks
+
+
 def _segment_image(predictor: Predictor, loaded: LoadedInput, args: argparse.Namespace) -> dict[str, Any]:
-    if args.box3d:
-        raise InputError("--box3d was given for a 2D image", path=loaded.path, fix="use --box x0 y0 x1 y1")
+    if args.box3d or args.click3d:
+        option = "--box3d" if args.box3d else "--click3d"
+        raise InputError(f"{option} was given for a 2D image", path=loaded.path,
+                         fix="use --box x0 y0 x1 y1 and --point x y label")
     case_boxes = loaded.case.boxes if loaded.case is not None else None
     boxes = args.box or (case_boxes.tolist() if case_boxes is not None else None)
     points = _points(args, is_3d=False)
@@ -143,7 +174,13 @@ def _segment_volume(predictor: Predictor, loaded: LoadedInput, args: argparse.Na
             raise InputError(f"--point z {z:g} is not a slice index", path=loaded.path, fix="give z as a whole number")
         by_slice.setdefault(int(z), []).append([x, y, label])
     segmenter = VolumeSegmenter(predictor, loaded.volume, axis=args.axis, modality=_modality(args.modality),
-                                window=args.window, cache_size=args.cache_size, margin=args.margin)
+                                window=args.window, cache_size=args.cache_size, margin=args.margin,
+                                propagation=args.propagation)
+    if args.click3d:
+        if by_slice:
+            raise InputError("--point and --click3d were both given", path=loaded.path,
+                             fix="give volume clicks as --click3d label,i,j,k,+|- only")
+        return _correct_volume(segmenter, boxes3d, _clicks3d(args, loaded.path))
     prompts = [SlicePrompt(z, np.array([p[:2] for p in pts], np.float32), np.array([p[2] for p in pts], np.float32))
                for z, pts in by_slice.items()]
     result = segmenter.segment(boxes3d, prompts)
@@ -153,6 +190,30 @@ def _segment_volume(predictor: Predictor, loaded: LoadedInput, args: argparse.Na
             "modality_source": result.modality_source, "modality_confidence": result.modality_confidence,
             "slices": segmenter.count, "cache": {"hits": result.cache_hits, "misses": result.cache_misses},
             "encoder_runs": result.encoder_runs}
+
+
+def _correct_volume(segmenter: VolumeSegmenter, boxes3d: list[list[float]], clicks: list[Click3D]) -> dict[str, Any]:
+    """The --box3d objects (labels 1..N), then every --click3d correction in order."""
+    session = CorrectionSession(segmenter)
+    frame = SliceFrame(segmenter.volume, segmenter.array_axis)
+    for label, box in enumerate(boxes3d, start=1):
+        session.add_box(label, box)
+    for click in clicks:
+        session.add_click(frame.click(click))
+    labels = session.labels
+    across = tuple(a for a in range(3) if a != segmenter.array_axis)
+    objects = []
+    for label, obj in sorted(session.objects.items()):
+        slices = np.flatnonzero((labels == label).any(axis=across))
+        objects.append({"label": label, "prompt": "box3d" if obj.box3d is not None else "clicks",
+                        "voxels": int(np.count_nonzero(labels == label)), "clicks": len(obj.clicks),
+                        "slices": [int(slices[0]), int(slices[-1])] if slices.size else []})
+    reference = segmenter.reference
+    return {"labels": labels, "objects": objects, "latency_ms": segmenter.latency_ms,
+            "modality": reference.modality, "modality_source": segmenter.plan.source,
+            "modality_confidence": reference.modality_confidence, "slices": segmenter.count,
+            "cache": {"hits": segmenter.cache.hits, "misses": segmenter.cache.misses},
+            "encoder_runs": segmenter.cache.misses, "decoder_runs": session.decoder_runs}
 
 
 def process(predictor: Predictor, path: Path, args: argparse.Namespace, taken: set[Path]) -> dict[str, Any]:

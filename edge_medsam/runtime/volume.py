@@ -139,7 +139,8 @@ class VolumeSegmenter:
         self._runs_before = predictor.encoder_runs
         self._reference: EncodedImage | None = None  # the first slice encoded: it reports the modality
         probe = slice_volume(self.volume, axis, 0)
-        self.count = self.volume.shape[probe.meta["slice"]["axis"]]
+        self.array_axis = int(probe.meta["slice"]["axis"])  # the array axis slices are taken along
+        self.count = self.volume.shape[self.array_axis]
         self.height, self.width = probe.shape
         self.plan = self._plan(modality)
 
@@ -162,6 +163,11 @@ class VolumeSegmenter:
         _add(self.latency_ms, encoded.latency_ms)
         self._reference = self._reference or encoded
         return encoded
+
+    @property
+    def reference(self) -> EncodedImage:
+        """The first slice encoded, which reports the volume's modality (the middle slice if none was yet)."""
+        return self._reference or self.encoded(self.count // 2)
 
     def encoded(self, index: int) -> EncodedImage:
         """The slice's encoder outputs, from the cache when present."""
@@ -270,7 +276,7 @@ class VolumeSegmenter:
         counts = np.bincount(labels.ravel(), minlength=len(objects) + 1)
         for obj in objects:
             obj.voxels = int(counts[obj.label])
-        reference = self._reference or self.encoded(self.count // 2)
+        reference = self.reference
         return VolumeResult(labels, objects, reference.modality, self.plan.source, reference.modality_confidence,
                             dict(self.latency_ms), self.predictor.encoder_runs - self._runs_before,
                             self.cache.hits, self.cache.misses)
