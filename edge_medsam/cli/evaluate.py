@@ -1,4 +1,5 @@
-"""`edge-medsam eval`: Dice/NSD of a model with box, 1-point, 5-point and automatic prompts on a dataset."""
+"""`edge-medsam eval`: Dice/NSD of a model with box, 1-point, 5-point and automatic prompts on a dataset, or
+(``--protocol interactive3d``) a bundle through the CVPR 2025 interactive 3D protocol on labelled volumes."""
 
 from __future__ import annotations
 
@@ -11,13 +12,35 @@ from typing import Any
 from edge_medsam.errors import InputError
 
 SPLITS = ("train", "val", "test")
+PROTOCOLS = ("samed2d", "interactive3d")
+INTERACTORS = ("ours", "slice-propagation")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
     """Add the `eval` command."""
-    parser = commands.add_parser("eval", help="score a model on a dataset (SAM-Med2D prompt protocol)")
-    parser.add_argument("--model", type=Path, required=True, help="edge-medsam model file or official SAM checkpoint")
-    parser.add_argument("--data", type=Path, required=True, help="dataset folder")
+    parser = commands.add_parser("eval", help="score a model on a dataset (SAM-Med2D prompt protocol) or a bundle on "
+                                              "volumes (--protocol interactive3d)")
+    parser.add_argument("--protocol", default="samed2d", choices=PROTOCOLS,
+                        help="samed2d (default: --model on --data) or interactive3d (--bundle on CASES: box, then 5 "
+                             "simulated clicks, as the CVPR 2025 challenge)")
+    parser.add_argument("cases", nargs="*", type=Path,
+                        help="interactive3d: challenge .npz cases, or volumes (NIfTI, NRRD, DICOM series) with --labels")
+    parser.add_argument("--model", type=Path, help="edge-medsam model file or official SAM checkpoint (samed2d)")
+    parser.add_argument("--data", type=Path, help="dataset folder (samed2d)")
+    parser.add_argument("--bundle", type=Path, help="interactive3d: the runtime bundle (folder or .zip)")
+    parser.add_argument("--labels", nargs="+", type=Path, default=None,
+                        help="interactive3d: one label file per case, in order (NIfTI, NRRD, DICOM-SEG, or a "
+                             "ground-truth .npz with key gts); a challenge case may hold its own gts")
+    parser.add_argument("--boxes", default="case", choices=("case", "from-gt", "none"),
+                        help="interactive3d box step: the case's boxes (default; none: no box step), from-gt where the "
+                             "case has none, or none")
+    parser.add_argument("--interactors", default="ours",
+                        help=f"interactive3d: comma-separated {', '.join(INTERACTORS)} (the bundle's 3D corrections, "
+                             "and the slice-propagation baseline on the same bundle) (default ours)")
+    parser.add_argument("--backend", default="auto", help="interactive3d: runtime backend (default auto)")
+    parser.add_argument("--save-segs", action="store_true",
+                        help="interactive3d: also write each case's prediction per interactor as a challenge output "
+                             "(.npz with segs and all_segs)")
     parser.add_argument("--layout", default="auto", help="auto (default), folder_pairs, samed2d, nnunet, medsam_npz")
     parser.add_argument("--modality", default=None, help="modality for layouts that do not say it")
     parser.add_argument("--split", default="test", choices=(*SPLITS, "all"),
@@ -29,14 +52,16 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--prompts", default="box,1pt,5pt,auto,refine",
                         help="comma-separated: box, 1pt, 5pt, auto, refine (auto + up to 3 correction clicks)")
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads (default 1: fastest for one image at a time on small CPUs; "
-                             "0 keeps torch's default)")
+                        help="torch intra-op threads, or the runtime's for interactive3d (default 1: fastest for one "
+                             "image at a time on small CPUs; 0 keeps the library's default)")
     parser.add_argument("--max-objects", type=int, default=8,
                         help="objects scored per image, evenly spread over sizes (default 8; 0 = all)")
     parser.add_argument("--limit", type=int, default=None,
                         help="score at most N images, taken in turn from each modality")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu; e.g. cuda)")
-    parser.add_argument("--out", type=Path, required=True, help="folder for metrics.json, metrics.md, objects.csv")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="folder for metrics.json, metrics.md, objects.csv (interactive3d: cases.csv, results.json, "
+                             "report.md)")
     parser.set_defaults(handler=run_eval)
 
 
@@ -84,6 +109,14 @@ def _device(name: str) -> Any:
 
 def run_eval(args: argparse.Namespace) -> int:
     """Open the model and the dataset, evaluate, write the report and print it."""
+    if args.protocol == "interactive3d":
+        return run_interactive3d(args)
+    for option in ("model", "data"):
+        if getattr(args, option) is None:
+            raise InputError(f"--{option} is missing", fix=f"give --{option} (or use --protocol interactive3d)")
+    if args.cases:
+        raise InputError(f"{len(args.cases)} case paths given to the samed2d protocol",
+                         fix="give a dataset with --data, or use --protocol interactive3d for cases")
     from edge_medsam.data.layouts import open_dataset, split_samples
     from edge_medsam.engine.threads import torch_threads
     from edge_medsam.evaluation import evaluate, segmenter_for
@@ -118,4 +151,62 @@ def run_eval(args: argparse.Namespace) -> int:
     paths = report.write(args.out)
     print(report.markdown())
     print(f"written: {paths['json']}, {paths['markdown']}, {paths['csv']}")
+    return 0
+
+
+def _interactors(args: argparse.Namespace) -> list[Any]:
+    from edge_medsam.evaluation.interactive3d_baseline import SlicePropagationInteractor
+    from edge_medsam.runtime import Predictor
+    from edge_medsam.runtime.interactor import RuntimeInteractor
+
+    names = [name.strip() for name in args.interactors.split(",") if name.strip()]
+    unknown = [name for name in names if name not in INTERACTORS]
+    if unknown or not names:
+        raise InputError(f"unknown interactors {unknown or args.interactors!r}", fix=f"use {', '.join(INTERACTORS)}")
+    predictor = Predictor.from_bundle(args.bundle, backend=args.backend, threads=args.threads or None)
+    modality = args.modality or "auto"
+    made = {"ours": lambda: RuntimeInteractor(predictor, modality=modality),
+            "slice-propagation": lambda: SlicePropagationInteractor(predictor, modality=modality)}
+    return [made[name]() for name in dict.fromkeys(names)]
+
+
+def run_interactive3d(args: argparse.Namespace) -> int:
+    """Run every interactor on every case, write cases.csv, results.json and report.md (and segs), print the table."""
+    from edge_medsam.benchmark.machine import describe_machine, machine_slug
+    from edge_medsam.evaluation.interactive3d import run_case
+    from edge_medsam.evaluation.interactive3d_cases import load_case
+    from edge_medsam.evaluation.interactive3d_report import markdown, write_report
+    from edge_medsam.io.challenge_npz import write_challenge_segs
+    from edge_medsam.metrics import NSD_TOLERANCE
+
+    if args.bundle is None or not args.cases:
+        raise InputError("interactive3d needs --bundle and at least one case",
+                         fix="give e.g. edge-medsam eval --protocol interactive3d case.npz --bundle B --out DIR")
+    if args.labels is not None and len(args.labels) != len(args.cases):
+        raise InputError(f"{len(args.labels)} label files for {len(args.cases)} cases",
+                         fix="give one --labels file per case, in the order of the cases")
+    interactors = _interactors(args)
+    labels = args.labels or [None] * len(args.cases)
+    results = []
+    for path, truth in zip(args.cases, labels, strict=True):
+        case = load_case(path, truth, boxes=args.boxes, modality=args.modality)
+        for interactor in interactors:
+            result = run_case(interactor, case, keep_predictions=args.save_segs)
+            results.append(result)
+            print(f"{interactor.name} {case.name}: {len(case.labels)} objects, box DSC "
+                  f"{result.steps[0].case_dice:.3f}, final DSC {result.final_dice:.3f}, DSC_AUC {result.dsc_auc:.3f}, "
+                  f"{result.total_seconds:.1f} s", flush=True)
+            if args.save_segs:
+                write_challenge_segs(args.out / interactor.name / f"{case.name}.npz",
+                                     result.prediction.transpose(2, 1, 0),
+                                     [p.transpose(2, 1, 0) for p in result.all_predictions])
+    machine = describe_machine()
+    settings = {"bundle": str(args.bundle), "backend": args.backend, "threads": args.threads, "boxes": args.boxes,
+                "interactors": [i.name for i in interactors], "cases": [str(p) for p in args.cases],
+                "labels": [str(p) if p else None for p in labels], "tolerance_mm": NSD_TOLERANCE,
+                "machine": {"slug": machine_slug(machine), "cpu": machine["cpu"],
+                            "usable_cores": machine["usable_cores"], "memory_gb": machine["memory_gb"]}}
+    paths = write_report(args.out, results, settings)
+    print(markdown(results, settings))
+    print(f"written: {paths['csv']}, {paths['json']}, {paths['markdown']}")
     return 0

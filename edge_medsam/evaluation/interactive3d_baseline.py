@@ -17,49 +17,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from edge_medsam.errors import EdgeMedSAMError
-from edge_medsam.io import Volume, slice_volume
+from edge_medsam.io import Volume, insert_slice, slice_volume
+from edge_medsam.runtime.interactor import SLICING_AXIS, SliceFrame
 from edge_medsam.runtime.predictor import Predictor
 from edge_medsam.runtime.protocol import Click3D
 from edge_medsam.runtime.volume import VolumeSegmenter
-
-AXIS = 2  # k
-
-
-class DisplayGrid:
-    """Where each (i, j) voxel of a k slice appears in VolumeSegmenter's display pixels, and back."""
-
-    def __init__(self, volume: Volume):
-        ni, nj, _ = volume.shape
-        flat = np.arange(ni * nj, dtype=np.int64).reshape(ni, nj, 1)
-        self.flat = slice_volume(Volume(flat, volume.affine), AXIS, 0).pixels  # (rows, cols) -> i * nj + j
-        rows, cols = np.indices(self.flat.shape)
-        self.row = np.empty(ni * nj, np.int64)
-        self.col = np.empty(ni * nj, np.int64)
-        self.row[self.flat.ravel()], self.col[self.flat.ravel()] = rows.ravel(), cols.ravel()
-        self.shape_ij = (ni, nj)
-
-    def pixel(self, i: int, j: int) -> tuple[int, int]:
-        """(x, y) display pixel of voxel (i, j)."""
-        index = i * self.shape_ij[1] + j
-        return int(self.col[index]), int(self.row[index])
-
-    def box(self, voxel_box: Sequence[int]) -> list[float]:
-        """A voxel box (i0, j0, k0, i1, j1, k1), inclusive, as [x_min, y_min, z_min, x_max, y_max, z_max] with x, y
-        on pixel edges."""
-        i0, j0, k0, i1, j1, k1 = (int(v) for v in voxel_box)
-        corners = [self.pixel(i, j) for i in (i0, i1) for j in (j0, j1)]
-        xs, ys = [c[0] for c in corners], [c[1] for c in corners]
-        return [float(min(xs)), float(min(ys)), float(k0), float(max(xs) + 1), float(max(ys) + 1), float(k1)]
-
-    def to_voxels(self, mask: np.ndarray) -> np.ndarray:
-        """A display mask of a slice as an (i, j) plane."""
-        plane = np.zeros(self.flat.size, bool)
-        plane[self.flat.ravel()] = mask.ravel()
-        return plane.reshape(self.shape_ij)
-
-    def to_display(self, plane: np.ndarray) -> np.ndarray:
-        """An (i, j) plane in display pixels."""
-        return plane.ravel()[self.flat]
 
 
 class SlicePropagationInteractor:
@@ -70,26 +32,26 @@ class SlicePropagationInteractor:
         self.name = name
         self.modality = modality
         self._segmenter: VolumeSegmenter | None = None
-        self._grid: DisplayGrid | None = None
+        self._frame: SliceFrame | None = None
         self._seen = 0
 
     def start(self, volume: Volume) -> None:
         """A new case: a fresh segmenter (and embedding cache) on slices along k."""
-        self._segmenter = VolumeSegmenter(self.predictor, volume, axis=AXIS, modality=self.modality)
-        self._grid = DisplayGrid(volume)
+        self._segmenter = VolumeSegmenter(self.predictor, volume, axis=SLICING_AXIS, modality=self.modality,
+                                          cache_size=volume.shape[SLICING_AXIS])
+        self._frame = SliceFrame(volume, SLICING_AXIS)
         self._seen = 0
 
     def step(self, boxes: Mapping[int, Sequence[int]], clicks: Sequence[Click3D],
              previous: np.ndarray | None) -> np.ndarray:
         """The boxes' segmentation at the first step, afterwards the previous one corrected by the new clicks."""
-        if self._segmenter is None or self._grid is None:
+        if self._segmenter is None or self._frame is None:
             raise EdgeMedSAMError("no case is started", fix="call start(volume) before step")
-        segmenter, grid = self._segmenter, self._grid
         if previous is None:
-            labels = np.zeros(segmenter.volume.shape, np.uint16)
+            labels = np.zeros(self._segmenter.volume.shape, np.uint16)
             for label, box in sorted(boxes.items()):
-                for k, found in segmenter.segment_box3d(grid.box(box)).items():
-                    labels[:, :, k][grid.to_voxels(found.mask)] = label
+                for k, found in self._segmenter.segment_box3d(self._frame.box3d(box)).items():
+                    self._paint(labels, k, label, found.mask)
             self._seen = len(clicks)
             return labels
         labels = np.array(previous, np.uint16)
@@ -99,20 +61,27 @@ class SlicePropagationInteractor:
         self._seen = len(clicks)
         return labels
 
+    def _paint(self, labels: np.ndarray, k: int, label: int, mask: np.ndarray) -> None:
+        """Object ``label`` on slice k becomes ``mask`` (display pixels); other objects keep their other voxels."""
+        assert self._segmenter is not None
+        volume = self._segmenter.volume
+        plane = slice_volume(Volume(labels, volume.affine), SLICING_AXIS, k).pixels.copy()
+        plane[plane == label] = 0
+        plane[mask] = label
+        insert_slice(labels, plane, volume, SLICING_AXIS, k)
+
     def _correct(self, labels: np.ndarray, click: Click3D, on_slice: list[Click3D], box: Sequence[int] | None) -> None:
-        segmenter, grid = self._segmenter, self._grid
-        assert segmenter is not None and grid is not None
-        points = np.array([grid.pixel(c.i, c.j) for c in on_slice], np.float32)
+        segmenter, frame = self._segmenter, self._frame
+        assert segmenter is not None and frame is not None
+        points = np.array([frame.display(c.i, c.j, c.k)[1:] for c in on_slice], np.float32)
         point_labels = np.array([1 if c.positive else 0 for c in on_slice], np.float32)
-        current = grid.to_display(labels[:, :, click.k] == click.label)
+        current = slice_volume(Volume(labels, segmenter.volume.affine), SLICING_AXIS, click.k).pixels == click.label
         if current.any():
             prompt_box = segmenter.grown_box(current)
         elif box is not None and box[2] <= click.k <= box[5]:
-            x0, y0, _, x1, y1, _ = grid.box(box)
+            x0, y0, _, x1, y1, _ = frame.box3d(box)
             prompt_box = np.array([x0, y0, x1, y1], np.float32)
         else:
             prompt_box = None
         corrected = segmenter.predict_slice(click.k, box=prompt_box, points=points, labels=point_labels)
-        plane = labels[:, :, click.k]
-        plane[plane == click.label] = 0
-        plane[grid.to_voxels(corrected.mask)] = click.label
+        self._paint(labels, click.k, click.label, corrected.mask)
