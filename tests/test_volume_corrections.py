@@ -204,3 +204,24 @@ def test_predict_with_3d_clicks_end_to_end(predictor: Predictor, ct: tuple[Volum
     assert clicked.shape == boxed.shape == volume.shape and set(np.unique(clicked)) <= {0, 1, 2}
     code = main(["predict", *common, "--out", str(tmp_path / "bad"), "--click3d", "1,30,30"])
     assert code == 1 and "is not label,i,j,k,+|-" in capsys.readouterr().err
+
+
+def test_undo_takes_back_clicks_boxes_and_slices(predictor: Predictor, ct: tuple[Volume, np.ndarray],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    volume, _ = ct
+    segmenter = VolumeSegmenter(predictor, volume, modality="ct", margin=0)
+    calls: list[int] = []
+    monkeypatch.setattr(segmenter, "predict_slice", fake_decoder(segmenter, calls))
+    session = CorrectionSession(segmenter)
+    empty = session.labels.copy()
+    session.add_box(1, [10, 10, 3, 30, 30, 8])
+    boxed = session.labels.copy()
+    first = segmenter.predict_slice(2, box=np.array([40, 40, 50, 50], np.float32))
+    assert session.add_slice(2, 2, first) == set(range(SLICES))  # followed through every slice: the fake never ends
+    sliced = session.labels.copy()
+    session.add_click(SliceClick(1, 5, 45, 20, True))
+    assert not np.array_equal(session.labels, sliced)
+    for state in (sliced, boxed, empty):
+        assert session.undo()
+        np.testing.assert_array_equal(session.labels, state)
+    assert not session.undo() and session.objects == {}

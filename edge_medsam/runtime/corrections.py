@@ -4,7 +4,8 @@ Coordinates are those of ``VolumeSegmenter``: slice index along its axis, x, y i
 (``VolumeInteractor`` adapters convert voxel indices). The session's state is one label volume plus, per object
 and slice, the object's last prediction there (its mask, low-res logits and prompt box).
 
-- A box segments its object by the segmenter's propagation (``segment_box3d``).
+- A box segments its object by the segmenter's propagation (``segment_box3d``); so does a prediction on one
+  slice (``add_slice``: e.g. a 2D box or the self-prompt there), followed through the whole volume.
 - A click corrects its object on its slice: the decoder gets every click of that object on that slice, the
   object's previous low-res logits there as mask input and the box that slice was last decoded with (grown to
   hold the positive clicks), or the grown box of the slice's present mask when it has no earlier prediction (a
@@ -15,6 +16,7 @@ and slice, the object's last prediction there (its mask, low-res logits and prom
   ends (its box's z range widened to its clicked slices; the whole volume without a box).
 - Slices no walk reaches are never decoded again and keep their voxels bit for bit; every slice is encoded
   once while it stays in the segmenter's embedding cache, whatever the number of objects and clicks.
+- ``undo`` takes back the last box, slice or click (the slices it wrote are kept, not the whole volume).
 
 Overlap rule: a voxel belongs to at most one object. Where a box's mask covers a voxel another object holds, the
 voxel goes to the object whose mask logit there is higher (the holder's from its last prediction on that slice;
@@ -37,6 +39,7 @@ from edge_medsam.preprocess import logits_to_original
 from edge_medsam.runtime.volume import SliceMask, VolumeSegmenter
 
 DEFAULT_STOP_IOU = 0.98  # a re-decoded slice this close to its present mask counts as unchanged
+MAX_UNDO = 50  # actions ``undo`` can take back
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,18 @@ class TrackedObject:
     box3d: tuple[float, ...] | None = None
     clicks: list[SliceClick] = field(default_factory=list)
     slices: dict[int, SliceMask] = field(default_factory=dict)
+
+    def copy(self) -> TrackedObject:
+        """A copy whose click list and slice table can change without changing this one."""
+        return TrackedObject(self.label, self.box3d, list(self.clicks), dict(self.slices))
+
+
+@dataclass
+class _Undo:
+    """What one action overwrote: the slices' label planes before it and every object's state."""
+
+    planes: dict[int, np.ndarray]
+    objects: dict[int, TrackedObject]
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -83,6 +98,7 @@ class CorrectionSession:
         self._grid = Volume(np.zeros(volume.shape, np.uint16), volume.affine)
         self.objects: dict[int, TrackedObject] = {}
         self.changed: set[int] = set()
+        self._undo: list[_Undo] = []
         self._decoder_start = segmenter.predictor.decoder_runs
         if labels is not None:
             self.restart_from(labels)
@@ -110,6 +126,7 @@ class CorrectionSession:
         self._grid.voxels[...] = labels
         self.objects = {int(label): TrackedObject(int(label)) for label in np.unique(labels) if label}
         self.changed = set(range(self.segmenter.count))
+        self._undo.clear()
 
     def plane(self, index: int) -> np.ndarray:
         """The label map of slice ``index`` in display orientation (a copy)."""
@@ -119,12 +136,48 @@ class CorrectionSession:
         """Segment object ``label`` from a [x0, y0, z0, x1, y1, z1] box (replacing what it had); returns the slices
         written."""
         label = self._check_label(label)
-        self._clear(label)
         found = self.segmenter.segment_box3d(box3d)
-        self.objects[label] = TrackedObject(label, tuple(float(v) for v in box3d), [], dict(found))
-        for index in sorted(found):
-            self._write(label, index, found[index], contest=True)
-        self.changed.update(found)
+        return self._replace(TrackedObject(label, tuple(float(v) for v in box3d), [], dict(found)))
+
+    def add_slice(self, label: int, index: int, first: SliceMask) -> set[int]:
+        """Object ``label`` from one slice's prediction, followed through the volume (replacing what it had);
+        returns the slices written."""
+        label = self._check_label(label)
+        index = self.segmenter.check_index(index, "slice")
+        found = {index: first, **self.segmenter.propagate(index, first, 0, self.segmenter.count - 1)}
+        return self._replace(TrackedObject(label, None, [], found if first.mask.any() else {}))
+
+    def undo(self) -> bool:
+        """Take back the last box, slice or click; False when there is nothing to take back."""
+        if not self._undo:
+            return False
+        last = self._undo.pop()
+        for index, plane in last.planes.items():
+            insert_slice(self._grid.voxels, plane, self.segmenter.volume, self.segmenter.axis, index)
+        self.objects = last.objects
+        self.changed = set(last.planes)
+        return True
+
+    def _begin(self) -> None:
+        """Open an undo step for the action about to run."""
+        self._undo.append(_Undo({}, {label: obj.copy() for label, obj in self.objects.items()}))
+        del self._undo[:-MAX_UNDO]
+        self.changed = set()
+
+    def _replace(self, obj: TrackedObject) -> set[int]:
+        """Make ``obj`` (with its slices' predictions) the object of its label, clearing what it had."""
+        self._begin()
+        across = tuple(a for a in range(3) if a != self.segmenter.array_axis)
+        for index in np.flatnonzero((self._grid.voxels == obj.label).any(axis=across)):
+            plane = self.plane(int(index))
+            self._save(int(index), plane)
+            plane[plane == obj.label] = 0
+            insert_slice(self._grid.voxels, plane, self.segmenter.volume, self.segmenter.axis, int(index))
+            self.changed.add(int(index))
+        self.objects[obj.label] = obj
+        for index in sorted(obj.slices):
+            self._write(obj.label, index, obj.slices[index], contest=True)
+        self.changed.update(obj.slices)
         return set(self.changed)
 
     def add_click(self, click: SliceClick) -> set[int]:
@@ -133,9 +186,9 @@ class CorrectionSession:
         label = self._check_label(click.label)
         index = self.segmenter.check_index(click.index, "click slice")
         self._check_pixel(click)
+        self._begin()
         obj = self.objects.setdefault(label, TrackedObject(label))
         obj.clicks.append(click)
-        self.changed = set()
         on_slice = [c for c in obj.clicks if c.index == index]
         points = np.array([[c.x, c.y] for c in on_slice], np.float32)
         point_labels = np.array([1 if c.positive else 0 for c in on_slice], np.float32)
@@ -198,6 +251,7 @@ class CorrectionSession:
         """Make a prediction the object's voxels on a slice under the overlap rule (``contest``: a box's, which may
         take other objects' voxels by their logits); returns what the object holds there now."""
         plane = self.plane(index)
+        self._save(index, plane)
         own = plane == label
         kept = found.mask & (own | (plane == 0))
         if contest:
@@ -223,10 +277,10 @@ class CorrectionSession:
                 wins |= where & (mine > logits_to_original(held.low_res, geometry)[0])
         return wins
 
-    def _clear(self, label: int) -> None:
-        if label in self.objects:
-            self._grid.voxels[self._grid.voxels == label] = 0
-            del self.objects[label]
+    def _save(self, index: int, plane: np.ndarray) -> None:
+        """Keep a slice's plane as it was before the current action (once per action)."""
+        if self._undo:
+            self._undo[-1].planes.setdefault(index, plane.copy())
 
     def _check_label(self, label: int) -> int:
         if not float(label).is_integer() or not 1 <= int(label) <= np.iinfo(np.uint16).max:
