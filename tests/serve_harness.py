@@ -81,9 +81,13 @@ class Orthanc:
 
         wait_for(up, 30, "Orthanc's /system")
 
-    def stop(self) -> None:
+    def stop(self, *, kill: bool = False) -> None:
+        """Shut Orthanc down (SIGTERM, as an administrator would), or ``kill`` it at the end of a test."""
         if self._process is not None:
-            self._process.terminate()
+            if kill:
+                self._process.kill()
+            else:
+                self._process.terminate()
             self._process.wait(30)
             self._process = None
 
@@ -111,7 +115,7 @@ def orthanc_server(tmp_path: Path) -> Iterator[Orthanc]:
     server = Orthanc(tmp_path / "orthanc")
     server.start()
     yield server
-    server.stop()
+    server.stop(kill=True)
     server.http.close()
 
 

@@ -96,7 +96,7 @@ def test_synthetic_and_real_series_get_their_segs(orthanc: Orthanc, tmp_path: Pa
 
 def test_orthanc_stopped_mid_run_and_restarted_loses_nothing(orthanc: Orthanc, tmp_path: Path,
                                                              tiny_bundle: Path) -> None:
-    paths = ct_series(tmp_path / "ct", slices=40, seed=2)
+    paths = ct_series(tmp_path / "ct", slices=30, seed=2)
     orthanc.upload(paths)
     config = write_config(tmp_path / "node", orthanc, bundle=str(tiny_bundle))
     uid = series_uid(paths)
@@ -114,7 +114,7 @@ def test_orthanc_stopped_mid_run_and_restarted_loses_nothing(orthanc: Orthanc, t
 
 def test_a_worker_killed_between_receiving_and_storing_is_replaced_after_its_lease(orthanc: Orthanc, tmp_path: Path,
                                                                                    tiny_bundle: Path) -> None:
-    paths = ct_series(tmp_path / "ct", slices=60, seed=3)
+    paths = ct_series(tmp_path / "ct", slices=30, seed=3)
     orthanc.upload(paths)
     config = write_config(tmp_path / "node", orthanc, bundle=str(tiny_bundle), lease_seconds=2)
     uid = series_uid(paths)
