@@ -248,6 +248,66 @@ def test_a_prediction_of_the_wrong_shape_is_an_error() -> None:
         run_case(Scripted([np.zeros((2, 2, 2), np.uint16)]), synthetic_case(boxes=True))
 
 
+class BoxFill:
+    """A 2D Segmenter that fills its box (or a 5-pixel square around each positive click without a box)."""
+
+    name = "boxfill"
+    supports_auto = False
+    detected_modality = None
+
+    def __init__(self) -> None:
+        self.encoded = 0
+        self.shape = (0, 0)
+
+    def set_image(self, image01: np.ndarray, modality: object) -> None:
+        self.encoded += 1
+        self.shape = image01.shape[:2]
+
+    def predict(self, boxes=None, points=None, point_labels=None, mask_input=None, multimask=True):
+        from edge_medsam.runtime.protocol import Prediction
+
+        mask = np.zeros(self.shape, bool)
+        if boxes is not None:
+            x0, y0, x1, y1 = (round(float(v)) for v in boxes[0])
+            mask[y0:y1, x0:x1] = True
+        else:
+            for (x, y), positive in zip(points[0], point_labels[0], strict=True):
+                if positive:
+                    mask[max(int(y) - 2, 0):int(y) + 3, max(int(x) - 2, 0):int(x) + 3] = True
+        logits = np.where(mask, 1.0, -1.0).astype(np.float32)[None]
+        return Prediction(logits, np.zeros((1, 1, 4, 4), np.float32), np.ones(1, np.float32))
+
+
+def test_the_slice_baseline_propagates_boxes_and_corrects_only_clicked_slices() -> None:
+    from edge_medsam.evaluation.interactive3d_baseline import SegmenterSlicePropagation
+
+    case = synthetic_case(boxes=True)
+    segmenter = BoxFill()
+    interactor = SegmenterSlicePropagation(segmenter, modality="ct")
+    assert isinstance(interactor, VolumeInteractor) and interactor.name == "boxfill-slice-propagation"
+    interactor.start(case.volume)
+    first = interactor.step(case.boxes, [], None)
+    # The middle slice of each box is exact; propagation fills the grown box on every other slice of the z range.
+    for label, box in case.boxes.items():
+        k0, k1 = box[2], box[5]
+        middle = (k0 + k1) // 2
+        assert ((first[:, :, middle] == label) == (case.truth[:, :, middle] == label)).all()
+        assert set(np.flatnonzero((first == label).any(axis=(0, 1)))) == set(range(k0, k1 + 1))
+    encoded = segmenter.encoded
+    previous = first
+    clicks: list[Click3D] = []
+    for _ in range(3):
+        new = simulate_clicks(previous, case.truth, case.labels)
+        clicks += new
+        after = interactor.step(case.boxes, clicks, previous)
+        changed = {int(k) for k in np.flatnonzero((after != previous).any(axis=(0, 1)))}
+        assert changed <= {c.k for c in new}  # a 2D correction stays on its slice
+        previous = after
+    assert segmenter.encoded > encoded
+    with pytest.raises(InputError, match="declares no modality"):
+        SegmenterSlicePropagation(BoxFill()).start(case.volume)
+
+
 def test_cases_load_from_volumes_and_labels(tmp_path: Path) -> None:
     from edge_medsam.io.nifti import write_nifti, write_nifti_labels
 

@@ -13,7 +13,7 @@ from edge_medsam.errors import InputError
 
 SPLITS = ("train", "val", "test")
 PROTOCOLS = ("samed2d", "interactive3d")
-INTERACTORS = ("ours", "slice-propagation")
+INTERACTORS = ("ours", "slice-propagation", "litemedsam")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -36,7 +36,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                              "case has none, or none")
     parser.add_argument("--interactors", default="ours",
                         help=f"interactive3d: comma-separated {', '.join(INTERACTORS)} (the bundle's 3D corrections, "
-                             "and the slice-propagation baseline on the same bundle) (default ours)")
+                             "the slice-propagation baseline on the same bundle, and on LiteMedSAM's published "
+                             "weights: torch, the real extra and --modality) (default ours)")
     parser.add_argument("--backend", default="auto", help="interactive3d: runtime backend (default auto)")
     parser.add_argument("--save-segs", action="store_true",
                         help="interactive3d: also write each case's prediction per interactor as a challenge output "
@@ -155,9 +156,20 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def _interactors(args: argparse.Namespace) -> list[Any]:
-    from edge_medsam.evaluation.interactive3d_baseline import SlicePropagationInteractor
+    from edge_medsam.evaluation.interactive3d_baseline import SegmenterSlicePropagation, SlicePropagationInteractor
     from edge_medsam.runtime import Predictor
     from edge_medsam.runtime.interactor import RuntimeInteractor
+
+    def litemedsam() -> SegmenterSlicePropagation:
+        import torch
+
+        from edge_medsam.evaluation.torch_segmenters import TeacherSegmenter
+        from edge_medsam.models.reference.litemedsam_weights import load_pretrained
+
+        if args.threads:  # this process runs one case at a time: its torch threads are --threads
+            torch.set_num_threads(args.threads)
+        return SegmenterSlicePropagation(TeacherSegmenter(load_pretrained("litemedsam"), name="litemedsam"),
+                                         modality=modality)
 
     names = [name.strip() for name in args.interactors.split(",") if name.strip()]
     unknown = [name for name in names if name not in INTERACTORS]
@@ -166,7 +178,8 @@ def _interactors(args: argparse.Namespace) -> list[Any]:
     predictor = Predictor.from_bundle(args.bundle, backend=args.backend, threads=args.threads or None)
     modality = args.modality or "auto"
     made = {"ours": lambda: RuntimeInteractor(predictor, modality=modality),
-            "slice-propagation": lambda: SlicePropagationInteractor(predictor, modality=modality)}
+            "slice-propagation": lambda: SlicePropagationInteractor(predictor, modality=modality),
+            "litemedsam": litemedsam}
     return [made[name]() for name in dict.fromkeys(names)]
 
 
