@@ -185,7 +185,7 @@ def _interactors(args: argparse.Namespace) -> list[Any]:
 
 def run_interactive3d(args: argparse.Namespace) -> int:
     """Run every interactor on every case, write cases.csv, results.json and report.md (and segs), print the table."""
-    from edge_medsam.benchmark.machine import describe_machine, machine_slug
+    from edge_medsam.benchmark.machine import describe_machine, load_average, machine_slug
     from edge_medsam.evaluation.interactive3d import run_case
     from edge_medsam.evaluation.interactive3d_cases import load_case
     from edge_medsam.evaluation.interactive3d_report import markdown, write_report
@@ -199,6 +199,7 @@ def run_interactive3d(args: argparse.Namespace) -> int:
         raise InputError(f"{len(args.labels)} label files for {len(args.cases)} cases",
                          fix="give one --labels file per case, in the order of the cases")
     interactors = _interactors(args)
+    machine = describe_machine()  # before the runs: its load average is the one they started under
     labels = args.labels or [None] * len(args.cases)
     results = []
     for path, truth in zip(args.cases, labels, strict=True):
@@ -213,12 +214,12 @@ def run_interactive3d(args: argparse.Namespace) -> int:
                 write_challenge_segs(args.out / interactor.name / f"{case.name}.npz",
                                      result.prediction.transpose(2, 1, 0),
                                      [p.transpose(2, 1, 0) for p in result.all_predictions])
-    machine = describe_machine()
     settings = {"bundle": str(args.bundle), "backend": args.backend, "threads": args.threads, "boxes": args.boxes,
                 "interactors": [i.name for i in interactors], "cases": [str(p) for p in args.cases],
                 "labels": [str(p) if p else None for p in labels], "tolerance_mm": NSD_TOLERANCE,
                 "machine": {"slug": machine_slug(machine), "cpu": machine["cpu"],
-                            "usable_cores": machine["usable_cores"], "memory_gb": machine["memory_gb"]}}
+                            "usable_cores": machine["usable_cores"], "memory_gb": machine["memory_gb"],
+                            "load_average_start": machine["load_average_start"], "load_average_end": load_average()}}
     paths = write_report(args.out, results, settings)
     print(markdown(results, settings))
     print(f"written: {paths['csv']}, {paths['json']}, {paths['markdown']}")
