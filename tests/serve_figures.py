@@ -50,5 +50,5 @@ def measure(count: int, workers: int, threads: int) -> dict:
 
 if __name__ == "__main__":
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 4
-    for workers, threads in ((1, 2), (2, 1)):
-        print(json.dumps(measure(n, workers, threads)), flush=True)
+    for count, workers, threads in ((1, 1, 2), (n, 1, 2), (n, 2, 1)):
+        print(json.dumps(measure(count, workers, threads)), flush=True)

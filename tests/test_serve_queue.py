@@ -122,6 +122,7 @@ def test_rules_pick_the_first_match_and_never_segment_non_images() -> None:
     ({"orthanc": {"url": "http://x"}, "rules": [{"modality": "CT("}]}, "not a regular expression"),
     ({"orthanc": {"url": "http://x"}, "rules": [{"prompt": "box"}]}, "is not one of self, skip"),
     ({"scp": {"allowed_ae_titles": ["A"]}}, "has no orthanc section"),
+    ({"orthanc": {"url": "http://x"}, "scp": {}}, "allows no AE title"),
     ({"destination": {"kind": "dicom"}}, "neither an orthanc nor an scp section"),
     ({"orthanc": {"url": "http://x", "pol_seconds": 1}}, "did you mean 'poll_seconds'"),
 ])

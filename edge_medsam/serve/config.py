@@ -65,7 +65,8 @@ class Rule:
 
 @dataclass(frozen=True)
 class NodeSettings:
-    """The whole file. Paths are relative to the file's folder. ``health_port`` 0 turns the endpoint off."""
+    """The whole file. Paths are relative to the file's folder. ``health_port`` 0 turns the endpoint off (a
+    ``--workers-only`` process has none: the feeding node's /status covers the shared queue)."""
 
     queue: Path = Path("edge-medsam-queue.sqlite")
     storage: Path = Path("edge-medsam-storage")
@@ -134,6 +135,9 @@ def settings_from_mapping(data: Any, base: Path, where: str = "the serve config"
     if settings.orthanc is None and settings.scp is None:
         raise InputError(f"{where} has neither an orthanc nor an scp section: no series can arrive",
                          fix="add orthanc: {url: ...} to follow an Orthanc, or scp: {...} to receive C-STOREs")
+    if settings.scp is not None and not settings.scp.allowed_ae_titles:
+        raise InputError(f"the scp section of {where} allows no AE title, so no modality could send",
+                         fix="list the senders' calling AE titles in scp: allowed_ae_titles: [...]")
     if settings.workers < 1:
         raise InputError(f"workers {settings.workers} in {where} is below 1", fix="run at least one worker")
     paths = {f.name: _resolve(getattr(settings, f.name), base) for f in fields(NodeSettings)

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from edge_medsam.runtime.bundle import DEMO_BUNDLE, open_bundle
 from edge_medsam.runtime.manifest import MANIFEST, sha256_file
 from edge_medsam.runtime.predictor import Predictor
@@ -49,7 +51,13 @@ def follow_orthanc(client: OrthancClient, queue: JobQueue, model: Model, setting
         try:
             changes, last, done = client.changes(queue.cursor(name))
             for change in changes:
-                series_uid, tags, _ = client.series(change.orthanc_id)
+                try:
+                    series_uid, tags, _ = client.series(change.orthanc_id)
+                except httpx.HTTPStatusError as err:
+                    if err.response.status_code != 404:
+                        raise
+                    log("series_gone", level="warning", orthanc_id=change.orthanc_id)  # deleted since
+                    continue
                 if tags.modality.upper() in NOT_IMAGES:
                     continue  # the node's own SEGs among them
                 if queue.add(series_uid, model.sha256, "orthanc", change.orthanc_id):
@@ -106,7 +114,8 @@ def run_node(settings: NodeSettings, stop: threading.Event, *, feeders: bool = T
         return {"status": "ok" if not dead else "degraded", "threads": len(threads), "stopped": dead,
                 "bundle": model.bundle.name, "bundle_sha256": model.sha256}
 
-    health = HealthServer(settings.health_host, settings.health_port, queue, alive) if settings.health_port else None
+    serve_health = feeders and settings.health_port
+    health = HealthServer(settings.health_host, settings.health_port, queue, alive) if serve_health else None
     addresses = {"health": health.address if health else None, "scp": receiver.address if receiver else None}
     log("node_started", workers=settings.workers, feeders=feeders, bundle=model.bundle.name,
         bundle_sha256=model.sha256, queue=str(Path(settings.queue)), **addresses)

@@ -10,7 +10,6 @@ from pathlib import Path
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
 
-from edge_medsam.errors import InputError
 from edge_medsam.io.files import atomic_write
 from edge_medsam.serve.config import ScpSettings
 from edge_medsam.serve.jobs import JobQueue
@@ -24,9 +23,6 @@ class StoreReceiver:
     """A running C-STORE SCP; ``stop()`` shuts it down."""
 
     def __init__(self, settings: ScpSettings, storage: Path, queue: JobQueue, bundle_sha256: str, log: EventLog):
-        if not settings.allowed_ae_titles:
-            raise InputError("the scp section allows no AE title, so no modality could send",
-                             fix="list the senders' AE titles in scp.allowed_ae_titles")
         self.storage, self.queue, self.bundle_sha256, self.log = storage, queue, bundle_sha256, log
         ae = AE(ae_title=settings.ae_title)
         ae.supported_contexts = AllStoragePresentationContexts

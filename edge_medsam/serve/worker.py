@@ -143,9 +143,10 @@ class Worker:
         with tempfile.TemporaryDirectory(prefix="edge-medsam-serve-") as scratch:
             tags, folder = self.sources[job.source].open(job.source_ref, Path(scratch))
             rule = select_rule(self.rules, tags)
-            if rule is None or rule.prompt == "skip":
-                return "skipped", f"no rule segments Modality {tags.modality or '(none)'}" if rule is None else \
-                    "a skip rule selects it"
+            if rule is None:
+                return "skipped", f"no rule selects Modality {tags.modality or '(none)'}"
+            if rule.prompt == "skip":
+                return "skipped", "a skip rule selects it"
             volume = read_volume(folder)
             labels = VolumeSegmenter(self.predictor, volume).segment().labels
             series_uid, instance_uid = self.model.seg_uids(job.series_uid)
