@@ -58,7 +58,7 @@ def show_status(args: argparse.Namespace) -> int:
     print("jobs: " + ", ".join(f"{state} {n}" for state, n in status["counts"].items()))
     throughput = status["throughput"]
     print(f"last hour: {throughput['done_last_hour']} series stored, {throughput['series_per_minute']} per minute, "
-          f"median {throughput['median_seconds_arrival_to_stored']} s from arrival to stored")
+          f"median {throughput['median_seconds_received_to_stored']} s from received by the node to stored")
     for item in status["retrying"]:
         print(f"retrying {item['series_uid']} (attempt {item['attempts']}): {item['reason']}")
     for item in status["failures"]:

@@ -16,7 +16,8 @@ THROUGHPUT_WINDOW_SECONDS = 3600.0
 
 
 def queue_status(queue: JobQueue, now: float | None = None) -> dict[str, Any]:
-    """Counts per state, the failed jobs' reasons, and series per minute / seconds per series over the last hour."""
+    """Counts per state, the failed and retrying jobs' reasons, and over the last hour series per minute and the
+    median time from received (the first C-STORE instance, or Orthanc's stable-series change) to stored."""
     now = time.time() if now is None else now
     rows = queue.rows()
     counts = {state: 0 for state in STATES}
@@ -34,7 +35,7 @@ def queue_status(queue: JobQueue, now: float | None = None) -> dict[str, Any]:
         "throughput": {
             "done_last_hour": len(recent),
             "series_per_minute": round(60.0 * len(recent) / span, 2) if span > 0 else None,
-            "median_seconds_arrival_to_stored": round(latencies[len(latencies) // 2], 2) if latencies else None,
+            "median_seconds_received_to_stored": round(latencies[len(latencies) // 2], 2) if latencies else None,
             "slices_last_hour": sum(r["slices"] or 0 for r in recent),
         },
     }
