@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 from pathlib import Path
 
 import highdicom as hd
@@ -199,3 +200,24 @@ def test_twenty_series_at_once_with_two_workers(orthanc: Orthanc, tmp_path: Path
     assert sorted(segs) == sorted(uids) and all(len(v) == 1 for v in segs.values())
     for paths in series[:3]:
         _check_seg(segs[series_uid(paths)][0], paths, tiny_bundle)
+
+
+def test_a_job_retaken_after_its_seg_was_stored_stores_the_same_instance(orthanc: Orthanc, tmp_path: Path,
+                                                                         tiny_bundle: Path) -> None:
+    paths = ct_series(tmp_path / "ct", slices=3, seed=8)
+    orthanc.upload(paths)
+    config = write_config(tmp_path / "node", orthanc, bundle=str(tiny_bundle))
+    uid = series_uid(paths)
+    with running_node(config):
+        queue = queue_of(config)
+        wait_for(lambda: all_finished(queue, [uid]), 60, "the SEG")
+    first_seg = queue.rows()[0]["seg_uid"]
+    # As if the worker had been killed after the upload, before it recorded the job as done.
+    with sqlite3.connect(queue.path) as db:
+        db.execute("UPDATE jobs SET state='storing', owner='killed', lease_until=0")
+    with running_node(config):
+        wait_for(lambda: all_finished(queue, [uid]), 60, "the job retaken")
+    (row,) = queue.rows()
+    assert row["state"] == "done" and row["attempts"] == 2 and row["seg_uid"] == first_seg
+    (seg,) = _segs_by_source(orthanc)[uid]
+    assert str(seg.SOPInstanceUID) == first_seg
