@@ -182,6 +182,39 @@ def test_a_volume_is_viewed_by_plane_and_slice(engine: DemoEngine, inputs: dict[
     assert ((followed > 0) >= (labels > 0)).all()
 
 
+def test_3d_mode_follows_objects_and_a_click_on_any_slice_updates_the_volume(engine: DemoEngine,
+                                                                           inputs: dict[str, Path]) -> None:
+    session = DemoSession(engine, load_document([inputs["series_zip"]], ["ct.zip"], LIMITS, 10 * MB))
+    session.set_box((8, 8, 40, 40))
+    seeded = session.current
+    assert seeded is not None and seeded.mask.any()
+    runs = engine.predictor.encoder_runs
+    session.set_3d(True)
+    volume3d = session.volume3d
+    assert volume3d is not None and session.label_volume() is not volume3d.labels
+    np.testing.assert_array_equal(session.labels() == 1, seeded.mask)  # the shown slice keeps its mask
+    followed = session.label_volume()
+    session.set_view("axial", 6)
+    assert session.shown_3d()[0][0].sum() == session.labels().astype(bool).sum()  # type: ignore[index]
+    session.add_point(20, 20, False)
+    assert session.last_step.action == "click 3D" and "correct 3D" in session.last_step.latency_ms
+    clicked = session.label_volume()
+    changed = {k for k in range(clicked.shape[2]) if not np.array_equal(clicked[..., k], followed[..., k])}
+    assert changed <= volume3d.changed and session.shown_3d()[0][1] == ((20.0, 20.0, 0),)  # type: ignore[index]
+    assert engine.predictor.encoder_runs - runs <= session.stack.count  # each slice encoded at most once
+    session.set_view("coronal")  # the other planes show the 3D volume and take no 3D clicks
+    volume = session.document.volume
+    assert volume is not None
+    np.testing.assert_array_equal(session.labels(), slice_volume(type(volume)(clicked, volume.affine), "coronal",
+                                                                 session.index).pixels)
+    with pytest.raises(InputError, match="axial plane"):
+        session.add_point(5, 5, True)
+    assert session.undo()
+    np.testing.assert_array_equal(session.label_volume(), followed)
+    session.set_3d(False)
+    assert session.volume3d is None and session.shown_3d() is None
+
+
 def test_changing_the_window_re_predicts_and_a_bad_modality_changes_nothing(engine: DemoEngine,
                                                                           inputs: dict[str, Path]) -> None:
     session = DemoSession(engine, load_document([inputs["series_zip"]], ["ct.zip"], LIMITS, 10 * MB))
@@ -328,6 +361,20 @@ def test_a_dicom_series_downloads_as_dicom_seg(app, inputs: dict[str, Path]) -> 
     volume = read_volume(inputs["series_zip"])
     touched = [k for k in range(volume.shape[2]) if slice_volume(type(volume)(labels, volume.affine), "axial", k).pixels.any()]
     assert labels.shape == volume.shape and set(touched) <= {4, 5} and names[1] == "object 1"
+
+
+def test_3d_mode_over_http(app, inputs: dict[str, Path]) -> None:
+    client = Client(app.blocks.local_url, verbose=False)
+    load(client, inputs["series_zip"])
+    entered = details(client.predict(True, *LOOK, api_name="/three_d"))
+    assert entered["mode"] == "3D" and entered["step"]["action"] == "3D"
+    client.predict("axial", 2, *LOOK, api_name="/view")
+    clicked = details(client.predict(15, 15, "foreground (+)", *LOOK, api_name="/click"))
+    assert clicked["step"]["action"] == "click 3D" and clicked["view"]["slice"] == 2
+    nifti = Path(client.predict(NIFTI, False, *LOOK, api_name="/download")[0])
+    labels = read_volume(nifti).voxels
+    volume = read_volume(inputs["series_zip"])
+    assert labels.shape == volume.shape and set(np.unique(labels)) <= {0, 1}
 
 
 def test_sessions_do_not_share_state(app, inputs: dict[str, Path]) -> None:

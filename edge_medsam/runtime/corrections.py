@@ -109,6 +109,11 @@ class CorrectionSession:
         return self._grid.voxels
 
     @property
+    def steps(self) -> int:
+        """How many actions ``undo`` can take back."""
+        return len(self._undo)
+
+    @property
     def decoder_runs(self) -> int:
         """Decoder calls since the session began."""
         return self.segmenter.predictor.decoder_runs - self._decoder_start
@@ -144,8 +149,9 @@ class CorrectionSession:
         returns the slices written."""
         label = self._check_label(label)
         index = self.segmenter.check_index(index, "slice")
-        found = {index: first, **self.segmenter.propagate(index, first, 0, self.segmenter.count - 1)}
-        return self._replace(TrackedObject(label, None, [], found if first.mask.any() else {}))
+        found = {index: first, **self.segmenter.propagate(index, first, 0, self.segmenter.count - 1)} \
+            if first.mask.any() else {}
+        return self._replace(TrackedObject(label, None, [], found))
 
     def undo(self) -> bool:
         """Take back the last box, slice or click; False when there is nothing to take back."""

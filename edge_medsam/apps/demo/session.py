@@ -5,6 +5,12 @@ click refines the object with all its points, its box and its previous low-res l
 trained: one click at a time with the previous mask); a new box predicts from the box and the points. With no
 prompt an object takes the model's self-prompt, which is what an upload shows at once.
 
+In 3D mode (volumes) the objects live in one label volume instead (``runtime.corrections.CorrectionSession`` over
+the acquisition plane): entering it follows each object's mask on the shown slice through the volume; a box or
+the self-prompt on a slice does the same for the active object; a click on any slice corrects the object there
+and carries the correction to the neighbouring slices. The other planes show that volume; undo takes back 3D
+steps too.
+
 Methods that run the model must be called while holding the engine's lock (``DemoEngine.lock``).
 """
 
@@ -21,6 +27,7 @@ from edge_medsam.apps.demo.engine import DemoEngine
 from edge_medsam.apps.demo.stacks import PICTURE, Stack, display_pixels, open_stack, planes
 from edge_medsam.errors import InputError
 from edge_medsam.io import Volume, insert_slice, slice_volume
+from edge_medsam.runtime.corrections import CorrectionSession, SliceClick
 from edge_medsam.runtime.images import ModalityLike, WindowLike
 from edge_medsam.runtime.predictor import EncodedImage, timed
 from edge_medsam.runtime.volume import SliceMask, VolumeSegmenter
@@ -97,7 +104,8 @@ class DemoSession:
         self.index = self.stack.count // 2
         self.objects: list[DemoObject] = [DemoObject("object 1")]
         self.active = 0
-        self._history: list[tuple[list[DemoObject], int]] = []
+        self._history: list[tuple[list[DemoObject], int, CorrectionSession | None]] = []
+        self.volume3d: CorrectionSession | None = None  # the 3D mode's label volume, None outside 3D mode
         self.last_step = Step("load", {})
         self._run("load", self._auto_current)
 
@@ -149,6 +157,7 @@ class DemoSession:
             self.modality, self.window, self._stacks, self.objects, (self.plane, self.index) = saved
             raise
         self._history.clear()
+        self.volume3d = None  # its masks came from the old input: 3D mode starts again from the 2D masks
 
     # --- objects and prompts ----------------------------------------------------------------------------------
     @property
@@ -156,9 +165,82 @@ class DemoSession:
         """The active object's annotation on the shown view."""
         return self.objects[self.active].annotations.get(self.view)
 
+    # --- 3D mode ----------------------------------------------------------------------------------------------
+    def set_3d(self, on: bool) -> None:
+        """Enter 3D mode (each object's mask on the shown slice followed through the volume) or leave it (the
+        per-slice masks are shown again; the 3D result is dropped)."""
+        if not on:
+            self.volume3d = None
+            self.last_step = Step("2D", {})
+            return
+        if self.document.volume is None:
+            raise InputError("3D mode needs a volume", fix="upload a DICOM series, NIfTI or a 3D .npz")
+        if self.volume3d is not None:
+            return
+        if self.plane != self.planes[0]:
+            self.set_view(self.planes[0], None)
+        stack = self._stack_of(self.planes[0])
+        assert isinstance(stack, VolumeSegmenter)
+        volume3d = CorrectionSession(stack)
+
+        def follow(stages: dict[str, float]) -> None:
+            for label, obj in enumerate(self.objects, start=1):
+                annotation = obj.annotations.get(self.view)
+                if annotation is not None and annotation.mask.any():
+                    box = None if annotation.box is None else np.array(annotation.box, np.float32)
+                    with timed(stages, "propagate"):
+                        volume3d.add_slice(label, self.index, SliceMask(annotation.mask, annotation.score,
+                                                                        annotation.logits, box))
+
+        self._run("3D", follow)
+        self.volume3d = volume3d
+
+    def _in_3d(self, action: str, work: Callable[[CorrectionSession, dict[str, float]], object]) -> bool:
+        """Run a 3D step for the active object (undoable); False outside 3D mode."""
+        volume3d = self.volume3d
+        if volume3d is None:
+            return False
+        if self.plane != self.planes[0]:
+            raise InputError(f"3D corrections take clicks and boxes on the {self.planes[0]} plane",
+                             fix=f"switch to the {self.planes[0]} plane, or leave 3D mode")
+        steps = volume3d.steps
+        self._history.append((list(self.objects), self.active, volume3d))
+        del self._history[:-MAX_HISTORY]
+        try:
+            self._run(action, lambda stages: work(volume3d, stages))
+        except Exception:
+            self._history.pop()
+            if volume3d.steps > steps:
+                volume3d.undo()
+            raise
+        return True
+
+    def _clear_3d(self, volume3d: CorrectionSession, stages: dict[str, float]) -> None:
+        size = self.engine.predictor.bundle.low_res_size
+        nothing = np.zeros(self.stack.slice_image(self.index).shape, bool)
+        volume3d.add_slice(self.active + 1, self.index, SliceMask(nothing, 0.0, np.zeros((1, size, size), np.float32)))
+
+    def _follow_3d(self, action: str, annotation: Callable[[dict[str, float]], Annotation]) -> bool:
+        """In 3D mode: the active object from a prediction on the shown slice, followed through the volume."""
+        def work(volume3d: CorrectionSession, stages: dict[str, float]) -> None:
+            found = annotation(stages)
+            box = None if found.box is None else np.array(found.box, np.float32)
+            with timed(stages, "propagate"):
+                volume3d.add_slice(self.active + 1, self.index, SliceMask(found.mask, found.score, found.logits, box))
+
+        return self._in_3d(action, work)
+
     def add_point(self, x: float, y: float, positive: bool) -> None:
         """Refine the active object with a foreground (or background) click at pixel (x, y) of the shown view; on a
-        self-prompted mask the click corrects that foreground."""
+        self-prompted mask the click corrects that foreground. In 3D mode the click corrects the object in 3D."""
+        click = SliceClick(self.active + 1, self.index, float(x), float(y), bool(positive))
+
+        def correct(volume3d: CorrectionSession, stages: dict[str, float]) -> None:
+            with timed(stages, "correct 3D"):
+                volume3d.add_click(click)
+
+        if self._in_3d("click 3D", correct):
+            return
         previous = self.current
         points = (*(previous.points if previous else ()), (float(x), float(y), 1 if positive else 0))
         box = previous.box if previous else None
@@ -172,17 +254,24 @@ class DemoSession:
         if box is not None:
             x0, y0, x1, y1 = (float(v) for v in box)
             box = (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+        if box is not None and self._follow_3d("box 3D", lambda stages: self._predict((), box, None, stages, False)):
+            return
         if box is None and not points:
             self._change("box", lambda stages: None)
             return
         self._change("box", lambda stages: self._predict(points, box, None, stages, False))
 
     def auto(self) -> None:
-        """Give the active object the self-prompted mask on the shown view (its prompts there are dropped)."""
+        """Give the active object the self-prompted mask on the shown view (its prompts there are dropped); in 3D
+        mode followed through the volume."""
+        if self._follow_3d("auto 3D", lambda stages: self._predict((), None, None, stages, True)):
+            return
         self._change("auto", lambda stages: self._predict((), None, None, stages, True))
 
     def clear_object(self) -> None:
-        """Remove the active object's annotation on the shown view."""
+        """Remove the active object's annotation on the shown view (in 3D mode: from the whole volume)."""
+        if self._in_3d("clear 3D", self._clear_3d):
+            return
         self._change("clear", lambda stages: None)
 
     def new_object(self, name: str | None = None) -> None:
@@ -209,20 +298,27 @@ class DemoSession:
         """Go back one change of prompts or objects; False when there is nothing to undo."""
         if not self._history:
             return False
-        objects, active = self._history.pop()
+        objects, active, volume3d = self._history.pop()
         self.objects, self.active = objects, active
+        if volume3d is not None:
+            volume3d.undo()
         self.last_step = Step("undo", {})
         return True
 
     def reset(self) -> None:
-        """Back to the upload: one object with the self-prompted mask on the shown view (undoable)."""
+        """Back to the upload: one object with the self-prompted mask on the shown view (undoable in 2D; 3D mode is
+        left)."""
         self._remember()
+        self.volume3d = None
         self.objects, self.active = [DemoObject("object 1")], 0
         self._run("reset", self._auto_current)
 
     # --- results ----------------------------------------------------------------------------------------------
     def labels(self) -> np.ndarray:
         """(H, W) uint16 label map of the shown view: object i is label i + 1, later objects over earlier ones."""
+        if self.volume3d is not None:
+            return slice_volume(Volume(self.volume3d.labels, self.volume3d.segmenter.volume.affine), self.plane,
+                                self.index).pixels
         height, width = self.stack.slice_image(self.index).shape
         plane = np.zeros((height, width), np.uint16)
         for label, obj in enumerate(self.objects, start=1):
@@ -238,6 +334,8 @@ class DemoSession:
         volume = self.document.volume
         if volume is None:
             raise InputError("a 2D picture has no label volume", fix="download it as PNG")
+        if self.volume3d is not None:
+            return self.volume3d.labels.copy()
         labels = Volume(np.zeros(volume.shape, np.uint16), volume.affine)
         with timed(stages if stages is not None else {}, "propagate" if propagate else "labels"):
             for label, obj in enumerate(self.objects, start=1):
@@ -255,6 +353,18 @@ class DemoSession:
                         insert_slice(labels.voxels, shown, volume, plane, i)
         return labels.voxels
 
+    def shown_3d(self) -> list[tuple[np.ndarray, tuple[Point, ...]]] | None:
+        """In 3D mode, per object: its mask on the shown view and its clicks there; None outside 3D mode."""
+        if self.volume3d is None:
+            return None
+        plane = self.labels()
+        shown = []
+        for label in range(1, len(self.objects) + 1):
+            tracked = self.volume3d.objects.get(label)
+            clicks = [] if tracked is None or self.plane != self.planes[0] else tracked.clicks
+            shown.append((plane == label, tuple((c.x, c.y, int(c.positive)) for c in clicks if c.index == self.index)))
+        return shown
+
     def object_names(self) -> dict[int, str]:
         """Label value → object name."""
         return {label: obj.name for label, obj in enumerate(self.objects, start=1)}
@@ -268,7 +378,7 @@ class DemoSession:
         return self._stacks[plane]
 
     def _remember(self) -> None:
-        self._history.append((list(self.objects), self.active))
+        self._history.append((list(self.objects), self.active, None))
         del self._history[:-MAX_HISTORY]
 
     def _run(self, action: str, work: Callable[[dict[str, float]], object]) -> None:

@@ -1,7 +1,7 @@
 """The Gradio page: upload, see the self-prompted mask at once, refine with clicks and a box, download.
 
 Every handler runs the session's work under the engine's lock and answers with the components it changed.
-Besides the page's own events, ``/load``, ``/click``, ``/box``, ``/view``, ``/intensity``, ``/undo``,
+Besides the page's own events, ``/load``, ``/click``, ``/box``, ``/view``, ``/three_d``, ``/intensity``, ``/undo``,
 ``/reset``, ``/new_object``, ``/download`` and the others are callable with gradio_client (state stays per
 client session), which is how the tests drive the app without a browser.
 """
@@ -125,9 +125,12 @@ class DemoPage:
         picture = session.display()
         zoom = _zoom(session)
         layers = []
+        shown_3d = session.shown_3d()
         for i, obj in enumerate(session.objects):
             annotation = obj.annotations.get(session.view)
-            if annotation is not None:
+            if shown_3d is not None:
+                layers.append(Layer(shown_3d[i][0], colour(i), shown_3d[i][1], None, i == session.active))
+            elif annotation is not None:
                 layers.append(Layer(annotation.mask, colour(i), annotation.points, annotation.box, i == session.active))
         shown = render(picture, layers, opacity, contours, zoom)
         latency = {**session.last_step.latency_ms, "overlay": (time.perf_counter() - started) * 1e3}
@@ -142,14 +145,17 @@ class DemoPage:
                   f"Last step ({session.last_step.action}): {_format_ms(latency)}  \n"
                   f"Model {model['bundle']} · {model['precision']} · {model['backend']}")
         views = [obj.annotations.get(session.view) for obj in session.objects]
+        pixels = ([int(mask.sum()) for mask, _ in shown_3d] if shown_3d is not None
+                  else [int(a.mask.sum()) if a else 0 for a in views])
         details = {
             "input": session.document.description,
             "view": {"plane": session.plane, "slice": session.index, "slices": session.stack.count},
+            "mode": "3D" if shown_3d is not None else "2D",
             "modality": {"name": encoded.modality, "source": encoded.modality_source,
                          "confidence": round(encoded.modality_confidence, 4)},
             "self_prompt_confidence": round(encoded.self_prompt_confidence, 4),
             "active": session.active + 1,
-            "objects": [{"label": i + 1, "name": obj.name, "pixels": int(a.mask.sum()) if a else 0,
+            "objects": [{"label": i + 1, "name": obj.name, "pixels": pixels[i],
                          "score": round(a.score, 4) if a else None, "points": [list(p) for p in a.points] if a else [],
                          "box": list(a.box) if a and a.box else None, "views": len(obj.annotations)}
                         for i, (obj, a) in enumerate(zip(session.objects, views, strict=True))],
@@ -185,7 +191,8 @@ class DemoPage:
                 self.slice: gr.update(maximum=max(session.stack.count - 1, 1), value=session.index,
                                       interactive=session.stack.count > 1),
                 self.format: gr.update(choices=formats, value=formats[-1]),
-                self.propagate: gr.update(visible=document.is_volume),
+                self.propagate: gr.update(visible=document.is_volume and shown_3d is None),
+                self.three_d: gr.update(value=shown_3d is not None),
             })
         return updates
 
@@ -255,6 +262,13 @@ class DemoPage:
             changed = plane != session.plane
             session.set_view(plane, int(index))
             return self.refresh(visitor, opacity, contours, annotator=True, controls=changed)
+
+    def on_3d(self, visitor: Visitor | None, on: bool, opacity: float, contours: bool) -> dict[Any, Any]:
+        """Enter or leave 3D mode: clicks and boxes then update the whole volume."""
+        session = _need(visitor)
+        with self.engine.lock:
+            session.set_3d(bool(on))
+            return self.refresh(visitor, opacity, contours, annotator=True, controls=True)
 
     def on_intensity(self, visitor: Visitor | None, modality: str, preset: str, level: float, width: float,
                      opacity: float, contours: bool) -> dict[Any, Any]:
@@ -359,6 +373,8 @@ class DemoPage:
                     with gr.Group(visible=False) as self.volume_group:
                         self.plane = gr.Radio([], label="Plane")
                         self.slice = gr.Slider(0, 1, value=0, step=1, label="Slice", elem_id="edge-medsam-slice")
+                        self.three_d = gr.Checkbox(False, label="Correct in 3D: a click or box on any slice "
+                                                   "updates the whole volume", elem_id="edge-medsam-3d")
                     self.opacity = gr.Slider(0, 1, value=0.45, step=0.05, label="Mask opacity")
                     self.contours = gr.Checkbox(False, label="Contours only")
                 with gr.Column(scale=3):
@@ -403,7 +419,7 @@ class DemoPage:
               download: gr.Button, corners: tuple[gr.Number, ...], click_api: gr.Button, box_api: gr.Button) -> None:
         outputs = [self.state, self.result, self.status, self.details, self.legend, self.objects, self.name,
                    self.box_input, self.ct_group, self.volume_group, self.plane, self.slice, self.format,
-                   self.propagate, self.level, self.width, self.window_preset]
+                   self.propagate, self.level, self.width, self.window_preset, self.three_d]
         look = [self.opacity, self.contours]
         intensity = [self.state, self.modality, self.window_preset, self.level, self.width, *look]
         self.files.change(_user_errors(self.on_load), [self.state, self.files, *intensity[1:]], outputs,
@@ -417,6 +433,7 @@ class DemoPage:
                               api_visibility="private")
         view = [self.state, self.plane, self.slice, *look]
         self.plane.input(_user_errors(self.on_view), view, outputs, api_name="view")
+        self.three_d.input(_user_errors(self.on_3d), [self.state, self.three_d, *look], outputs, api_name="three_d")
         self.slice.release(_user_errors(self.on_view), view, outputs, api_visibility="private")
         self.modality.input(_user_errors(self.on_intensity), intensity, outputs, api_name="intensity")
         self.window_preset.input(_user_errors(self.on_preset), intensity, outputs, api_visibility="private")
