@@ -129,7 +129,7 @@ def run_node(settings: NodeSettings, stop: threading.Event, *, feeders: bool = T
         if health is not None:
             health.stop()
         for thread in threads:
-            thread.join(timeout=60)
+            thread.join()  # a worker finishes its current job first
         if client is not None:
             client.close()
         log("node_stopped")
