@@ -64,11 +64,11 @@ def _one_line(err: Exception) -> str:
 
 
 class _Heartbeat:
-    """Renews a job's lease every third of its length while the worker holds it."""
+    """Renews a job's lease every third of its length while the worker holds it (a lost lease shows when the
+    worker next records a state: LeaseLost)."""
 
     def __init__(self, queue: JobQueue, job: Job):
         self._stop = threading.Event()
-        self.lost = False
         self._thread = threading.Thread(target=self._beat, args=(queue, job), daemon=True)
         self._thread.start()
 
@@ -77,7 +77,6 @@ class _Heartbeat:
             try:
                 queue.renew(job)
             except LeaseLost:
-                self.lost = True
                 return
 
     def stop(self) -> None:
