@@ -14,6 +14,10 @@ and slice, the object's last prediction there (its mask, low-res logits and prom
   neighbour's logits where it had none and the segmenter propagates masks), until a slice no longer changes
   (IoU with its present mask >= ``stop_iou``; it keeps its mask), comes back empty, or the object's slice range
   ends (its box's z range widened to its clicked slices; the whole volume without a box).
+- A correction moves only the way its click asks, on every slice it reaches: after a positive click the object
+  only gains voxels, after a negative one it only loses them (the decoder's answer is united with, or
+  intersected with, the present mask). On the synthetic CT volumes this kept clicks from lowering the DSC where
+  the decoder's free answer reshaped the object elsewhere.
 - Slices no walk reaches are never decoded again and keep their voxels bit for bit; every slice is encoded
   once while it stays in the segmenter's embedding cache, whatever the number of objects and clicks.
 - ``undo`` takes back the last box, slice or click (the slices it wrote are kept, not the whole volume).
@@ -73,6 +77,12 @@ class _Undo:
 
     planes: dict[int, np.ndarray]
     objects: dict[int, TrackedObject]
+
+
+def _towards(found: SliceMask, own: np.ndarray, positive: bool) -> SliceMask:
+    """A correction's mask moved only the way its click asks: a positive click adds to ``own``, a negative one
+    takes away from it."""
+    return found._replace(mask=found.mask | own if positive else found.mask & own)
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -203,11 +213,12 @@ class CorrectionSession:
         box = self._box_for(earlier, own, on_slice)
         found = self.segmenter.predict_slice(index, box=box, points=points, labels=point_labels,
                                              mask_input=None if earlier is None else earlier.low_res)
+        found = _towards(found, own, click.positive)
         obj.slices[index] = found
         kept = self._write(label, index, found)
         self.changed.add(index)
         if kept.any():
-            self._carry(obj, index, kept, found)
+            self._carry(obj, index, kept, found, click.positive)
         return set(self.changed)
 
     def _box_for(self, earlier: SliceMask | None, own: np.ndarray, clicks: list[SliceClick]) -> np.ndarray | None:
@@ -225,7 +236,7 @@ class CorrectionSession:
                                np.float32)
         return box
 
-    def _carry(self, obj: TrackedObject, start: int, mask: np.ndarray, first: SliceMask) -> None:
+    def _carry(self, obj: TrackedObject, start: int, mask: np.ndarray, first: SliceMask, positive: bool) -> None:
         """Re-decode the neighbours of a corrected slice, each way, until one no longer changes."""
         lo, hi = self._range(obj)
         carry_logits = self.segmenter.propagation == "mask"
@@ -237,6 +248,7 @@ class CorrectionSession:
                 found = self.segmenter.predict_slice(index, box=self.segmenter.grown_box(previous), mask_input=logits)
                 plane = self.plane(index)
                 own = plane == obj.label
+                found = _towards(found, own, positive)
                 if mask_iou(found.mask & ((plane == 0) | own), own) >= self.stop_iou:
                     break  # unchanged: this slice and those beyond keep their masks
                 obj.slices[index] = found
