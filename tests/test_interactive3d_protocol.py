@@ -361,3 +361,5 @@ def test_the_cli_runs_the_protocol_end_to_end(tmp_path: Path, capsys: pytest.Cap
     assert main(["eval", "--protocol", "interactive3d", str(tmp_path / "ct.nii.gz"), "--labels", "a", "b",
                  "--bundle", str(cached_bundle()), "--out", str(out)]) == 2
     assert "2 label files for 1 cases" in capsys.readouterr().err
+    assert main(["eval", "--data", str(tmp_path), "--out", str(out)]) == 2  # the 2D protocol still needs --model
+    assert "--model is missing" in capsys.readouterr().err
