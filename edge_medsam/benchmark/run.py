@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from edge_medsam.benchmark import coldstart, compare, report
-from edge_medsam.benchmark.accuracy import measure_accuracy
+from edge_medsam.benchmark.accuracy import measure_accuracy, measure_box_accuracy
 from edge_medsam.benchmark.engines import Loaded, Skipped, load_graph
 from edge_medsam.benchmark.machine import describe_machine, load_average, machine_slug, measured_peak, theoretical_peak
 from edge_medsam.benchmark.macs import count_macs
@@ -32,7 +32,7 @@ from edge_medsam.benchmark.scenarios import (
     prompt_call,
     run_ct_case,
 )
-from edge_medsam.benchmark.settings import BenchSettings
+from edge_medsam.benchmark.settings import GRAPH_PRECISIONS, BenchSettings
 from edge_medsam.benchmark.subjects import (
     ANCHOR,
     OURS,
@@ -73,6 +73,7 @@ def build_subjects(settings: BenchSettings, work: Path, log: Log) -> tuple[list[
         subject = bundle_subject(path)
         subject.family, subject.name = ANCHOR, f"{subject.name} (compared bundle)"
         subjects.append(subject)
+    graph_precisions = tuple(p for p in settings.precisions if p in GRAPH_PRECISIONS)
     sizes: list[int | None] = list(settings.sizes) or [None]
     jobs = [("preset", p, s) for p in settings.presets for s in sizes]
     jobs += [("model", m, s) for m in settings.model_files for s in ([None] if not settings.sizes else sizes)]
@@ -81,12 +82,13 @@ def build_subjects(settings: BenchSettings, work: Path, log: Log) -> tuple[list[
         log(f"exporting {kind} {what} (size {size or 'native'}) into {folder}")
         subjects.append(student_subject(folder, preset=what if kind == "preset" else None,
                                         model_file=Path(what) if kind == "model" else None, size=size,
-                                        precisions=settings.precisions, calib_count=settings.calib_images,
+                                        precisions=graph_precisions, calib_count=settings.calib_images,
                                         eval_count=max(2, settings.calib_images // 4), seed=settings.seed,
                                         log=lambda line: log(line.removeprefix("export: "))))
     for name in anchors:
         try:
-            subjects.append(anchor_subject(name, work / f"anchor-{name}", log=log))
+            subjects.append(anchor_subject(name, work / f"anchor-{name}", precisions=graph_precisions,
+                                           calib_count=settings.calib_images, seed=settings.seed, log=log))
         except Exception as err:  # the comparison goes on without it; the results say why
             log(f"anchor {name} failed to build: {_first_line(err)}")
             failed.append({"name": name, "reason": _first_line(err)})
@@ -113,8 +115,6 @@ def load_variants(subjects: list[Subject], settings: BenchSettings, log: Log) ->
               for t in (settings.threads if s.family == OURS else settings.anchor_threads)]
     for subject, backend, precision, threads in tqdm(combos, desc="loading", unit="graph pair",
                                                      disable=not settings.progress, leave=False):
-        if subject.family == ANCHOR and precision != "fp32" and not subject.bundle:
-            continue  # anchors are exported in FP32 only; not a skip worth a row per backend
         key = {"subject": subject.name, "family": subject.family, "backend": backend, "precision": precision,
                "threads": threads}
         try:
@@ -193,8 +193,8 @@ def _released(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def release_anchor_graphs(variants: list[Variant]) -> None:
-    """Drop the anchors' loaded graphs once the 2D timings are done (only ours run in the 3D case and the accuracy
-    check): SAM ViT-B @1024 alone keeps gigabytes in its PyTorch, ONNX Runtime and OpenVINO sessions, and with
+    """Drop the anchors' loaded graphs once the 2D timings and the accuracy check are done (only ours run in the 3D
+    case): SAM ViT-B @1024 alone keeps gigabytes in its PyTorch, ONNX Runtime and OpenVINO sessions, and with
     every variant still loaded the full run was killed for memory (24 GB) in the 3D case."""
     for variant in variants:
         if variant.subject.family != OURS:
@@ -283,10 +283,12 @@ def coldstart_results(variants: list[Variant], image: TestImage, settings: Bench
 
 
 def accuracy_results(variants: list[Variant], settings: BenchSettings, log: Log) -> dict[str, Any]:
-    """Dice per precision against FP32 for each of our subjects (at the largest thread count)."""
+    """Dice per precision against FP32 for every subject (at its largest thread count): ours with boxes and the
+    self-prompt, the anchors with boxes."""
     found = {}
-    for subject in {v.subject.name: v.subject for v in variants if v.subject.family == OURS}.values():
-        mine = [v for v in variants if v.subject is subject and v.threads == settings.max_threads]
+    for subject in {v.subject.name: v.subject for v in variants}.values():
+        top = max(v.threads for v in variants if v.subject is subject)
+        mine = [v for v in variants if v.subject is subject and v.threads == top]
         # PyTorch is the reference only with the model's own weights (a bundle alone ships none).
         own_weights = not subject.torch_note
         reference = next((v for v in mine if v.backend == "pytorch" and own_weights), None) or next(
@@ -294,9 +296,10 @@ def accuracy_results(variants: list[Variant], settings: BenchSettings, log: Log)
         if reference is None:
             continue
         log(f"accuracy of {subject.name} on {settings.accuracy_images} held-out synthetic images")
-        probes = synthetic_probes(settings.accuracy_images, subject.size, seed=1000 + settings.seed)
+        probes = synthetic_probes(settings.accuracy_images, subject.size, 1000 + settings.seed, subject.preprocess)
         others = [v for v in mine if v is not reference and (own_weights or v.backend != "pytorch")]
-        result = measure_accuracy(reference, others, probes)
+        measure = measure_accuracy if subject.family == OURS else measure_box_accuracy
+        result = measure(reference, others, probes)
         result["weights"] = "trained" if subject.trained else "random (agreement with FP32 is the figure)"
         found[subject.name] = result
     return found
@@ -325,10 +328,10 @@ def run_benchmark(settings: BenchSettings, log: Log = _log) -> Path:
     samples = phase("2D timings", lambda: run_interleaved(tasks, settings.plan, progress=settings.progress))
     rows = timing_rows(variants, samples, macs, peaks) + impossible + skipped
     tasks.clear()  # their closures hold every loaded graph
+    accuracy = phase("accuracy", lambda: accuracy_results(variants, settings, log))
     release_anchor_graphs(variants)
     ct = phase("3D CT case", lambda: ct_results(variants, rows, settings, log))
     cold = phase("cold starts", lambda: coldstart_results(variants, image, settings, work))
-    accuracy = phase("accuracy", lambda: accuracy_results(variants, settings, log))
     machine["peak_fp32"]["measured_after"] = {t: measured_peak(t, side=settings.gemm_side) for t in threads}
     machine["load_average_end"] = load_average()
     results = {

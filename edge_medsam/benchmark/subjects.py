@@ -5,7 +5,11 @@ Three sources, one export path (torch's dynamo exporter to ONNX, OpenVINO IR con
 - a student configuration (preset, input size) or a student model file, exported into a bundle here with
   ``edge_medsam.compress.export_student_bundle`` (FP32 / FP16 / INT8, ONNX + OpenVINO) (``student_subject``);
 - an anchor from ``edge_medsam.models.reference`` (random weights: latency does not depend on their values),
-  exported with ``compress.reference_export.export_reference_onnx`` and converted to OpenVINO IR, FP32 (``anchor_subject``).
+  exported with ``compress.reference_export.export_reference_onnx`` and converted to OpenVINO IR, FP32, and
+  quantized by the export's own tools as a user choosing that model would (``anchor_subject``): FP16 graphs
+  (``compress.fp16``, IR with FP16 weights) and an NNCF INT8 encoder (QDQ ONNX and OpenVINO IR, calibrated on
+  synthetic images in the anchor's own preprocessing) beside its FP32 decoder — the encoder is nearly all of an
+  anchor's cost, and SAM's prompt decoder has no calibration set of its own here.
 """
 
 from __future__ import annotations
@@ -213,13 +217,14 @@ def bundle_subject(path: str | Path, student: Any = None, name: str | None = Non
               **(info or {})})
 
 
-def synthetic_probes(count: int, size: int, seed: int) -> list[Any]:
-    """``count`` probes (image, prompts, ground truth) from the synthetic corpus, modalities taking turns."""
+def synthetic_probes(count: int, size: int, seed: int, config: PreprocessConfig | None = None) -> list[Any]:
+    """``count`` probes (image, prompts, ground truth) from the synthetic corpus, modalities taking turns, in
+    ``config``'s preprocessing (default: the students' at ``size``)."""
     from edge_medsam.compress.probes import make_probe
     from edge_medsam.data.synth import SYNTH_MODALITIES, generate_sample
     from edge_medsam.modalities import get_modality
 
-    config = PreprocessConfig(size=size)
+    config = config or PreprocessConfig(size=size)
     rng = np.random.default_rng(seed)
     names = sorted(SYNTH_MODALITIES)
     probes: list[Any] = []
@@ -289,10 +294,46 @@ def _numpy_feed(names: list[str], example: tuple[Any, ...]) -> dict[str, np.ndar
     return {n: np.ascontiguousarray(v.detach().cpu().numpy()) for n, v in zip(names, example, strict=True)}
 
 
+def _anchor_precision_graphs(out: Path, fp32: dict[str, Path], precisions: tuple[str, ...],
+                             calibration: list[dict[str, np.ndarray]]) -> None:
+    """Write the anchor's FP16 and INT8 graphs beside its FP32 ones (names as ``_anchor_pairs`` reads them)."""
+    from edge_medsam.compress import openvino_ir
+    from edge_medsam.compress.fp16 import convert_fp16
+    from edge_medsam.compress.quantize import quantize_onnx, quantize_openvino
+
+    if "fp16" in precisions:
+        for graph, path in fp32.items():
+            convert_fp16(path, out / f"{graph}_fp16.onnx")
+            openvino_ir.save_ir(openvino_ir.read_onnx(path), out / "openvino" / f"{graph}_fp16.xml", fp16=True)
+    if "int8" in precisions:
+        onnx.save(quantize_onnx(onnx.load(str(fp32["encoder"])), calibration, []), str(out / "encoder_int8.onnx"))
+        ir = quantize_openvino(openvino_ir.read_onnx(fp32["encoder"]), calibration, [])
+        openvino_ir.save_ir(ir, out / "openvino" / "encoder_int8.xml")
+
+
+def _anchor_pairs(out: Path, precisions: tuple[str, ...]) -> dict[tuple[str, str], GraphPair]:
+    """Every graph pair of an exported anchor: FP32, and the FP16 / INT8 ones asked for."""
+    def pair(fmt: str, encoder: str, decoder: str, note: str = "") -> GraphPair:
+        folder, suffix = (out / "openvino", ".xml") if fmt == "openvino" else (out, ".onnx")
+        paths = [folder / f"{encoder}{suffix}", folder / f"{decoder}{suffix}"]
+        files = paths + ([p.with_suffix(".bin") for p in paths] if fmt == "openvino" else [])
+        return GraphPair(paths[0], paths[1], files, note)
+
+    found = {(fmt, "fp32"): pair(fmt, "encoder", "decoder") for fmt in FORMATS}
+    if "fp16" in precisions:
+        found |= {(fmt, "fp16"): pair(fmt, "encoder_fp16", "decoder_fp16") for fmt in FORMATS}
+    if "int8" in precisions:
+        found |= {(fmt, "int8"): pair(fmt, "encoder_int8", "decoder", "NNCF INT8 encoder, FP32 decoder")
+                  for fmt in FORMATS}
+    return found
+
+
 def anchor_subject(name: str, out: Path, overrides: dict[str, Any] | None = None,
+                   precisions: tuple[str, ...] = ("fp32",), calib_count: int = 16, seed: int = 0,
                    log: Callable[[str], None] = print) -> Subject:
-    """Build a reference model, export its two graphs to ONNX and OpenVINO IR (FP32). Random weights, except an
-    anchor whose published weights are installed at its native configuration (LiteMedSAM: the real extra)."""
+    """Build a reference model, export its two graphs to ONNX and OpenVINO IR in FP32 and the other ``precisions``.
+    Random weights, except an anchor whose published weights are installed at its native configuration
+    (LiteMedSAM: the real extra)."""
     import torch
 
     from edge_medsam.compress import openvino_ir
@@ -313,19 +354,27 @@ def anchor_subject(name: str, out: Path, overrides: dict[str, Any] | None = None
     model = (model or build_reference(name, **overrides)).eval()
     encoder, encoder_example, decoder, decoder_example = reference_graphs(model)
     paths = {g: out / f"{g}.onnx" for g in ("encoder", "decoder")}
-    ir = {g: [out / "openvino" / f"{g}.xml", out / "openvino" / f"{g}.bin"] for g in paths}
-    key = export_key({"kind": "anchor", "name": name, "overrides": overrides,
+    precisions = tuple(p for p in precisions if p in ("fp16", "int8"))
+    profile = getattr(model, "profile", None)
+    preprocess = profile.preprocess if profile is not None else PreprocessConfig(size=model.image_size)
+    key = export_key({"kind": "anchor", "name": name, "overrides": overrides, "precisions": precisions,
+                      "calib": calib_count if "int8" in precisions else 0, "seed": seed,
                       "weights": weights["sha256"] if weights else "random"}, ANCHOR_SOURCES)
-    if already_exported(out, key):
-        log(f"reusing the export of anchor {name} in {out}")
-    else:
-        log(f"exporting anchor {name} to ONNX and OpenVINO IR …")
+    fresh = not already_exported(out, key)
+    if fresh:
+        log(f"exporting anchor {name} to ONNX and OpenVINO IR ({', '.join(('fp32', *precisions))}) …")
         export_reference_onnx(model, out)
         for g in paths:
-            openvino_ir.save_ir(openvino_ir.read_onnx(paths[g]), ir[g][0])
-        mark_exported(out, key)
+            openvino_ir.save_ir(openvino_ir.read_onnx(paths[g]), out / "openvino" / f"{g}.xml")
+    else:
+        log(f"reusing the export of anchor {name} in {out}")
     encoder_feed = _numpy_feed([n for n, _ in graph_inputs(paths["encoder"])], encoder_example)
     image_name = next(n for n, v in encoder_feed.items() if v.ndim == 4)
+    if fresh:
+        calibration = [{**encoder_feed, image_name: p.image}
+                       for p in synthetic_probes(calib_count, preprocess.size, seed, preprocess)]
+        _anchor_precision_graphs(out, paths, precisions, calibration)
+        mark_exported(out, key)
     encoder_shapes = graph_output_shapes(paths["encoder"])
     decoder_inputs = graph_inputs(paths["decoder"])
     dynamic = {n: {axis for axis, d in enumerate(shape) if isinstance(d, str)} for n, shape in decoder_inputs}
@@ -335,11 +384,8 @@ def anchor_subject(name: str, out: Path, overrides: dict[str, Any] | None = None
         return {**encoder_feed, image_name: image}
 
     summary = reference_summary(name, **overrides)
-    profile = getattr(model, "profile", None)
-    preprocess = profile.preprocess if profile is not None else PreprocessConfig(size=model.image_size)
-    variants = {("onnx", "fp32"): GraphPair(paths["encoder"], paths["decoder"], [paths["encoder"], paths["decoder"]]),
-                ("openvino", "fp32"): GraphPair(ir["encoder"][0], ir["decoder"][0], ir["encoder"] + ir["decoder"])}
-    return Subject(name=f"{name}@{preprocess.size}", family=ANCHOR, preprocess=preprocess, variants=variants,
+    return Subject(name=f"{name}@{preprocess.size}", family=ANCHOR, preprocess=preprocess,
+                   variants=_anchor_pairs(out, precisions),
                    encoder_inputs=encoder_inputs, prompter=prompter, torch_graphs=lambda: (encoder, decoder),
                    trained=weights is not None,
                    info={"source": "edge_medsam.models.reference", "reference": name, "overrides": overrides,
