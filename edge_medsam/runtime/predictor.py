@@ -75,7 +75,8 @@ class EncodedImage:
 class SegmentationResult:
     """N objects' masks in the original geometry.
 
-    ``masks`` bool [N, H, W] (best mask per object) or [N, K, H, W] with ``multimask``; ``scores`` the predicted
+    ``masks`` bool [N, H, W] (best mask per object) or [N, K, H, W] with ``multimask`` (float32 logits with
+    ``return_logits``); ``scores`` the predicted
     IoU, [N] or [N, K]; ``low_res_logits`` [N, 1, h, w] or [N, K, h, w] in the model frame (pass one mask per
     object back as ``mask=``). ``latency_ms``: the image's read/normalise/preprocess/encoder stages and this
     call's decoder/postprocess stages.
@@ -241,13 +242,15 @@ class Predictor:
 
     def predict(self, points: np.ndarray | list | None = None, labels: np.ndarray | list | None = None,
                 boxes: np.ndarray | list | None = None, mask: np.ndarray | None = None, auto: bool | None = None,
-                multimask: bool = False) -> SegmentationResult:
+                multimask: bool = False, return_logits: bool = False) -> SegmentationResult:
         """Masks for the current image from points/labels, boxes and/or a previous mask, or self-prompted.
 
         Points (x, y) and boxes [x0, y0, x1, y1] are original-image pixels; several boxes are several objects
         decoded in one call. No prompt (or ``auto=True``) segments the self-prompted foreground; ``auto=True`` with
         clicks (and the previous result's ``low_res_logits`` as ``mask``) corrects that foreground instead of
-        segmenting the clicked object.
+        segmenting the clicked object. Prompts for zero objects (e.g. boxes of shape [0, 4]) give zero masks
+        without a decoder run. ``return_logits`` (SAM's flag): masks as float32 logits in the original geometry
+        instead of bool.
         """
         encoded = self.image
         latency = dict(encoded.latency_ms)
@@ -262,12 +265,18 @@ class Predictor:
                              f"{prompts.count} objects", fix="give the clicks as one set of (x, y) points")
         if auto is False and prompts is None:
             raise InputError("no prompt given and auto=False", fix="give points, boxes or a mask, or use auto=True")
-        low_res, iou = self.decode(encoded, prompts, latency, auto=bool(auto))
+        if prompts is not None and prompts.count == 0:
+            side = self.bundle.low_res_size
+            low_res, iou = np.zeros((0, 1, side, side), np.float32), np.zeros((0, 1), np.float32)
+        else:
+            low_res, iou = self.decode(encoded, prompts, latency, auto=bool(auto))
         with timed(latency, "postprocess"):
             if not multimask:
                 low_res, iou = best_of_k(low_res, iou)
                 low_res = low_res[:, None]
-            masks = logits_to_original(low_res, encoded.geometry) > self.threshold
+            masks = logits_to_original(low_res, encoded.geometry)
+            if not return_logits:
+                masks = masks > self.threshold
             if not multimask:
                 masks = masks[:, 0]
         return SegmentationResult(masks, iou, np.ascontiguousarray(low_res), encoded.modality, encoded.modality_index,
