@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,7 +20,7 @@ from edge_medsam.io import Image2D
 from edge_medsam.modalities import get_modality
 from edge_medsam.runtime import Predictor, RuntimeSegmenter, open_bundle
 from edge_medsam.runtime.backends import choose_backend
-from edge_medsam.runtime.backends.tensorrt import TensorRTBackend, engine_file
+from edge_medsam.runtime.backends.tensorrt import TensorRTBackend, _EngineRunner, engine_file
 from edge_medsam.runtime.images import plan_modality, window_for
 from edge_medsam.runtime.manifest import MANIFEST
 from edge_medsam.runtime.protocol import Prediction, Segmenter
@@ -156,9 +158,108 @@ def test_tensorrt_needs_engines_built_on_the_device(bundle: Path, tmp_path: Path
         assert "cuda-python" in str(err.value)
 
 
-@pytest.mark.skip(reason="TensorRT needs an NVIDIA GPU and NVIDIA's wheels; not installable on the CPU test machine")
-def test_tensorrt_engines_match_onnxruntime() -> None:
-    """Run on a GPU machine after building engines with the export/ tools (same check as ORT vs OpenVINO)."""
+class FakeCudart:
+    """cuda-python's runtime calls the engine runner makes, over host bytearrays standing for device memory."""
+
+    class cudaMemcpyKind:
+        cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost = 1, 2
+
+    def __init__(self) -> None:
+        self.memory: dict[int, bytearray] = {}
+        self.mallocs, self.frees, self._next = 0, 0, 4096
+
+    def cudaStreamCreate(self):
+        return 0, 7
+
+    def cudaStreamSynchronize(self, stream):
+        return (0,)
+
+    def cudaMalloc(self, nbytes):
+        self._next += 4096 + nbytes
+        self.memory[self._next] = bytearray(nbytes)
+        self.mallocs += 1
+        return 0, self._next
+
+    def cudaFree(self, pointer):
+        del self.memory[pointer]
+        self.frees += 1
+        return (0,)
+
+    def cudaMemcpyAsync(self, dst, src, nbytes, kind, stream):
+        if kind == self.cudaMemcpyKind.cudaMemcpyHostToDevice:
+            self.memory[dst][:nbytes] = ctypes.string_at(src, nbytes)
+        else:
+            ctypes.memmove(dst, bytes(self.memory[src][:nbytes]), nbytes)
+        return (0,)
+
+
+class FakeEngine:
+    """A TensorRT engine and its execution context that run a GraphRunner on what lies in device memory."""
+
+    def __init__(self, graph: str, run, cudart: FakeCudart, max_objects: int):
+        from edge_medsam.runtime.backends.base import GRAPH_IO
+
+        self.ports = {name: np.dtype(dtype) for kind in ("inputs", "outputs") for name, dtype, _ in GRAPH_IO[graph][kind]}
+        self.inputs = [name for name, _, _ in GRAPH_IO[graph]["inputs"]]
+        self.run, self.cudart, self.max_objects = run, cudart, max_objects
+        self.num_io_tensors = len(self.ports)
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.addresses: dict[str, int] = {}
+        self.results: dict[str, np.ndarray] | None = None
+
+    def get_tensor_name(self, index: int) -> str:
+        return list(self.ports)[index]
+
+    def get_tensor_dtype(self, name: str) -> np.dtype:
+        return self.ports[name]
+
+    def create_execution_context(self) -> FakeEngine:
+        return self
+
+    def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
+        self.shapes[name], self.results = tuple(shape), None
+        return name != "point_coords" or shape[0] <= self.max_objects  # the optimisation profile's range
+
+    def set_tensor_address(self, name: str, pointer: int) -> None:
+        self.addresses[name] = pointer
+
+    def _device(self, name: str) -> np.ndarray:
+        return np.frombuffer(self.cudart.memory[self.addresses[name]], self.ports[name])
+
+    def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+        if self.results is None:  # TensorRT infers output shapes from the input shapes (and shape tensors)
+            count = {name: int(np.prod(self.shapes[name])) for name in self.inputs}
+            self.results = self.run({name: self._device(name)[:count[name]].reshape(self.shapes[name])
+                                     for name in self.inputs})
+        return self.results[name].shape
+
+    def execute_async_v3(self, stream: int) -> bool:
+        for name, value in self.results.items():
+            self.cudart.memory[self.addresses[name]][:value.nbytes] = np.ascontiguousarray(value, self.ports[name]).tobytes()
+        return True
+
+
+def test_tensorrt_engine_runner_feeds_reuses_and_frees_device_buffers(ort: Predictor, image: np.ndarray) -> None:
+    """_EngineRunner over a fake engine and CUDA runtime (no GPU here): the same masks as the ONNX Runtime decoder,
+    device buffers grown only when a call needs more bytes, a shape outside the engine's profile refused."""
+    cudart = FakeCudart()
+    engine = FakeEngine("decoder", ort._decoder, cudart, max_objects=3)
+    runner = _EngineRunner(engine, "decoder", cudart, SimpleNamespace(nptype=np.dtype))
+    trt = Predictor(ort.bundle, TensorRTBackend(), ort._encoder, runner, "fp32")
+    encoded = ort.set_image(image)
+    trt.set_encoded(encoded)
+    for boxes in ([[50, 30, 130, 110]], [[50, 30, 130, 110], [0, 0, 60, 40], [120, 80, 200, 150]]):
+        expected, got = ort.predict(boxes=boxes, multimask=True), trt.predict(boxes=boxes, multimask=True)
+        np.testing.assert_array_equal(got.low_res_logits, expected.low_res_logits)
+        np.testing.assert_array_equal(got.scores, expected.scores)
+    grown = cudart.mallocs
+    assert grown > len(engine.ports) and cudart.frees == grown - len(engine.ports)  # the larger call regrew some
+    trt.predict(boxes=[[0, 0, 60, 40]])
+    assert cudart.mallocs == grown  # a smaller call fits in the buffers it has
+    with pytest.raises(EdgeMedSAMError, match="does not accept point_coords of shape"):
+        trt.predict(boxes=[[0, 0, 60, 40]] * 4)
+    del trt, runner
+    assert not cudart.memory  # every device buffer freed with the runner
 
 
 def test_onnxruntime_and_openvino_agree(bundle: Path, ort: Predictor, image: np.ndarray) -> None:
