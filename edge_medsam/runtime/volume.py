@@ -33,7 +33,7 @@ from edge_medsam.runtime.predictor import EncodedImage, Predictor
 DEFAULT_MARGIN = 3  # pixels added around the previous slice's mask box (the MedSAM-on-Laptop baseline's 3)
 DEFAULT_CACHE = 64  # slices whose encoder outputs are kept (about 1 MB each for the tiny student at 256)
 PROPAGATIONS = ("box", "mask")  # what a slice takes from its neighbour: the grown mask box, or that and its logits
-DEFAULT_PROPAGATION = "box"
+DEFAULT_PROPAGATION = "mask"  # higher box DSC and DSC_AUC on the labelled volumes: benchmarks/results/*/propagation.md
 
 
 @dataclass(frozen=True)
