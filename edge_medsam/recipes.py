@@ -1,7 +1,7 @@
 """Recipes: one YAML file describing a whole job (data → teacher → distilled student → bundle → report).
 
 Every section is checked when the recipe loads, against the dataclass of the stage that will use it (the engine's
-TrainConfig, DistillConfig, InteractiveConfig, ExportSettings, the harness's BenchSettings): an unknown key names
+TrainConfig, DistillConfig, InteractiveConfig, StudentConfig, ExportSettings, the harness's BenchSettings): an unknown key names
 the recipe file, the section and the nearest valid key, and a value of the wrong type is refused, so a typo never
 silently falls back to a default nor fails after the teacher has trained.
 """
@@ -21,6 +21,7 @@ from edge_medsam.compress.settings import ExportSettings
 from edge_medsam.config_check import check_fields, from_mapping
 from edge_medsam.engine.config import TrainConfig
 from edge_medsam.errors import EdgeMedSAMError, InputError
+from edge_medsam.models.student.config import preset_config
 from edge_medsam.training.configs import DistillConfig, InteractiveConfig
 
 BENCHMARK_MODES = ("quick", "full", "none")  # none: the pipeline skips the benchmark stage
@@ -177,7 +178,7 @@ def _recipe(data: dict[str, Any]) -> Recipe:
     _check_benchmark(data.get("benchmark", {}))
     return Recipe(**{key: data[key] for key in ("name", "seed") if key in data},
                   data=DataSection(**{**section, "synth": synth}), teacher=_teacher(data.get("teacher", {})),
-                  student=from_mapping(StudentSection, data.get("student", {}), "student"),
+                  student=_student(data.get("student", {})),
                   distill=[_stage(stage, f"distill[{i}]") for i, stage in enumerate(data.get("distill", []))],
                   evaluate=from_mapping(EvaluateSection, data.get("evaluate", {}), "evaluate"),
                   export=data.get("export", {}), benchmark=data.get("benchmark", {}))
@@ -188,6 +189,12 @@ def _teacher(section: dict[str, Any]) -> TeacherSection:
     from_mapping(InteractiveConfig, teacher.interactive, "teacher.interactive")
     TrainConfig.from_dict(teacher.train, "teacher.train")
     return teacher
+
+
+def _student(section: dict[str, Any]) -> StudentSection:
+    student = from_mapping(StudentSection, section, "student")
+    preset_config(student.preset, student.overrides, "student.overrides")
+    return student
 
 
 def _stage(section: dict[str, Any], where: str) -> DistillStageSection:

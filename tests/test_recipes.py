@@ -57,6 +57,7 @@ def _stage(i: int, **section) -> list[dict]:
     ({"distill": _stage(0, stag="general")}, "distill[0]", "stag", "stage"),
     ({"evaluate": {"promts": ["box"]}}, "evaluate", "promts", "prompts"),
     ({"studnet": {}}, "the recipe", "studnet", "student"),
+    ({"student": {"overrides": {"embed_dims": 96}}}, "student.overrides", "embed_dims", "embed_dim"),
 ])
 def test_an_unknown_key_names_the_section_and_the_nearest_key(tmp_path, sections, where, typo, nearest):
     assert _error(tmp_path, **sections).endswith(f"unknown key {typo!r} in {where} (fix: did you mean {nearest!r}?)")
@@ -76,6 +77,9 @@ def test_an_unknown_key_names_the_section_and_the_nearest_key(tmp_path, sections
     ({"distill": _stage(2, losses={"stage": "general"})}, "distill[2].losses cannot set 'stage'"),
     ({"data": {"test_fraction": "0.2"}}, "test_fraction='0.2' in data is not a number"),
     ({"teacher": [1]}, "teacher=[1] in the recipe is not a mapping"),
+    ({"student": {"overrides": {"image_size": "64"}}}, "image_size='64' in student.overrides is not a whole number"),
+    ({"student": {"overrides": {"embedding_stride": 4}}}, "embedding stride 4 is not supported"),
+    ({"student": {"preset": "tinny"}}, "unknown student preset 'tinny'"),
 ])
 def test_a_value_of_the_wrong_type_fails_at_load(tmp_path, sections, message):
     assert message in _error(tmp_path, **sections)

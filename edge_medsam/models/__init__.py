@@ -1,14 +1,27 @@
-"""Torch models: SAM-family teachers (``teachers``), their building blocks (``sam``) and the edge student."""
+"""Torch models: SAM-family teachers (``teachers``), their building blocks (``sam``) and the edge student.
 
-from edge_medsam.models.sam.checkpoint import sanitise_checkpoint
-from edge_medsam.models.teachers import Teacher, TeacherFeatures, TeacherProfile, build_sam, get_profile, load_teacher
+Names load on first use, so the torch-free settings (``models.student.config``) are checked without loading torch.
+"""
 
-__all__ = [
-    "Teacher",
-    "TeacherFeatures",
-    "TeacherProfile",
-    "build_sam",
-    "get_profile",
-    "load_teacher",
-    "sanitise_checkpoint",
-]
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_LAZY = {
+    "Teacher": "teachers",
+    "TeacherFeatures": "teachers",
+    "TeacherProfile": "teachers",
+    "build_sam": "teachers",
+    "get_profile": "teachers",
+    "load_teacher": "teachers",
+    "sanitise_checkpoint": "sam.checkpoint",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"edge_medsam.models.{_LAZY[name]}"), name)

@@ -18,7 +18,8 @@ from edge_medsam.engine.trainer import TrainConfig, Trainer
 from edge_medsam.errors import EdgeMedSAMError
 from edge_medsam.io.files import atomic_write_text
 from edge_medsam.models.files import load_model, save_model
-from edge_medsam.models.student import EdgeStudent, StudentConfig, student_preset
+from edge_medsam.models.student import EdgeStudent, StudentConfig
+from edge_medsam.models.student.config import preset_config
 from edge_medsam.models.student.inherit import embedding_scale, inherit_sam_decoder
 from edge_medsam.models.teachers import build_sam, load_teacher
 from edge_medsam.preprocess import PreprocessConfig
@@ -100,7 +101,7 @@ def train_sam(section: TeacherSection, samples: list[Sample], out_dir: str | Pat
 
 def student_config(section: StudentSection) -> StudentConfig:
     """The student architecture of a recipe (preset + overrides)."""
-    return StudentConfig.from_dict({**student_preset(section.preset).to_dict(), **section.overrides})
+    return preset_config(section.preset, section.overrides, "student.overrides")
 
 
 def _teacher_dim(teacher: torch.nn.Module) -> int:

@@ -1,6 +1,20 @@
-"""The edge student model (semi-shared encoder, SPPG self-prompt, QDMD decoder)."""
+"""The edge student model (semi-shared encoder, SPPG self-prompt, QDMD decoder).
 
-from edge_medsam.models.student.config import PRESETS, StudentConfig, student_preset
-from edge_medsam.models.student.model import EdgeStudent
+Names load on first use: ``config`` (StudentConfig, the presets) imports no torch, so recipes check
+``student.overrides`` when they load.
+"""
 
-__all__ = ["PRESETS", "EdgeStudent", "StudentConfig", "student_preset"]
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_LAZY = {"PRESETS": "config", "StudentConfig": "config", "student_preset": "config", "EdgeStudent": "model"}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"edge_medsam.models.student.{_LAZY[name]}"), name)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from edge_medsam.config_check import check_keys
+from edge_medsam.config_check import check_fields, check_keys
 from edge_medsam.errors import EdgeMedSAMError
 from edge_medsam.modalities import MODALITIES
 from edge_medsam.runtime.manifest import LEGACY_PROMPTED_WEIGHT
@@ -83,3 +84,10 @@ def student_preset(name: str) -> StudentConfig:
     if name not in PRESETS:
         raise EdgeMedSAMError(f"unknown student preset {name!r}", fix=f"use one of {', '.join(PRESETS)}")
     return PRESETS[name]
+
+
+def preset_config(name: str, overrides: Mapping[str, Any], where: str = "student settings") -> StudentConfig:
+    """The preset ``name`` with ``overrides`` applied (a recipe's student section): an unknown key names the nearest
+    field, a value of the wrong type is refused."""
+    check_fields(StudentConfig, overrides, where)
+    return replace(student_preset(name), **overrides)
