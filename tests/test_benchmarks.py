@@ -319,3 +319,21 @@ def test_best_vs_best_skips_precisions_that_lose_accuracy_and_spans_thread_count
     assert compare._best(results, "lite")["precision"] == "fp32"  # its bf16 accuracy was not measured
     rows[0]["total"]["p50"] = 3.0  # the one-thread FP32 row is now the fastest accurate one
     assert compare._best(results, "ours")["threads"] == 1
+
+
+def test_the_3d_loop_over_the_pipeline_makes_the_calls_of_the_shipped_volume_segmenter() -> None:
+    """The anchors' 3D loop and ours (the runtime's VolumeSegmenter) are one protocol: same slices, same boxes,
+    same encoder and decoder calls, same masks."""
+    from edge_medsam.benchmark.engines import load_graph
+    from edge_medsam.benchmark.scenarios import Pipeline, Variant, ct_case, run_ct_case, run_volume_case
+    from edge_medsam.benchmark.subjects import bundle_subject
+
+    subject = bundle_subject(cached_bundle())
+    variant = Variant(subject, "onnxruntime", "fp32", 1,
+                      *(load_graph(subject, g, "onnxruntime", "fp32", 1) for g in ("encoder", "decoder")))
+    case = ct_case(slices=6, size=64, boxes=2, seed=3)
+    assert case.voxel_boxes.shape == (2, 6) and case.slices.shape == (6, 64, 64)
+    shipped, mirrored = run_volume_case(variant, case), run_ct_case(Pipeline(variant), case)
+    assert shipped["encoder_calls"] == mirrored["encoder_calls"] > 0
+    assert shipped["decoder_calls"] == mirrored["decoder_calls"] > len(case.boxes)  # it propagated
+    assert set(np.unique(shipped["labels"])) <= {0, 1, 2}

@@ -31,6 +31,7 @@ from edge_medsam.benchmark.scenarios import (
     project_ct_case,
     prompt_call,
     run_ct_case,
+    run_volume_case,
 )
 from edge_medsam.benchmark.settings import GRAPH_PRECISIONS, BenchSettings
 from edge_medsam.benchmark.subjects import (
@@ -192,12 +193,20 @@ def _released(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     raise RuntimeError("this graph was released after the 2D timings")
 
 
-def release_anchor_graphs(variants: list[Variant]) -> None:
-    """Drop the anchors' loaded graphs once the 2D timings and the accuracy check are done (only ours run in the 3D
-    case): SAM ViT-B @1024 alone keeps gigabytes in its PyTorch, ONNX Runtime and OpenVINO sessions, and with
+def ct_anchor_variants(variants: list[Variant], settings: BenchSettings) -> list[Variant]:
+    """The anchors' variants the 3D case measures end to end: FP32 on the 3D backends at their most threads."""
+    spec = settings.ct
+    top = {v.subject.name: max(w.threads for w in variants if w.subject is v.subject) for v in variants}
+    return [v for v in variants if v.subject.family == ANCHOR and v.subject.info.get("reference") in spec.anchors
+            and v.threads == top[v.subject.name] and v.backend in spec.backends and v.precision == "fp32"]
+
+
+def release_anchor_graphs(variants: list[Variant], keep: list[Variant] = ()) -> None:
+    """Drop the anchors' loaded graphs once the 2D timings and the accuracy check are done, but those of ``keep``
+    (measured in the 3D case): SAM ViT-B @1024 alone keeps gigabytes in its PyTorch, ONNX Runtime and OpenVINO sessions, and with
     every variant still loaded the full run was killed for memory (24 GB) in the 3D case."""
     for variant in variants:
-        if variant.subject.family != OURS:
+        if variant.subject.family != OURS and not any(variant is k for k in keep):
             variant.encoder = Loaded(_released, variant.encoder.details)
             variant.decoder = Loaded(_released, variant.decoder.details)
     gc.collect()
@@ -228,17 +237,22 @@ def ct_results(variants: list[Variant], rows: list[dict[str, Any]], settings: Be
     real = []
     ours = [v for v in variants if v.subject.family == OURS and v.threads == settings.max_threads
             and v.backend in spec.backends and v.precision in spec.precisions]
-    order = [v for _ in range(spec.runs) for v in ours]
+    anchors = ct_anchor_variants(variants, settings)
+    order = [v for _ in range(spec.runs) for v in ours] + anchors
     runs: dict[str, list[dict[str, Any]]] = {}
     for variant in tqdm(order, desc="3D case", unit="run", disable=not settings.progress, leave=False):
         try:
-            runs.setdefault(variant.id, []).append(run_ct_case(Pipeline(variant), case))
+            run = run_volume_case(variant, case) if variant.subject.family == OURS else run_ct_case(Pipeline(variant),
+                                                                                                   case)
+            run.pop("labels", None)
+            runs.setdefault(variant.id, []).append(run)
         except Exception as err:  # e.g. a backend failing on a shape only the 3D loop uses
             runs.setdefault(variant.id, []).append({"error": _first_line(err)})
-    for variant in ours:
+    for variant in ours + anchors:
         done = [r for r in runs.get(variant.id, []) if "error" not in r]
-        entry = {"subject": variant.subject.name, "family": OURS, "backend": variant.backend,
-                 "precision": variant.precision, "threads": variant.threads, "runs": len(done)}
+        entry = {"subject": variant.subject.name, "family": variant.subject.family, "backend": variant.backend,
+                 "precision": variant.precision, "threads": variant.threads, "runs": len(done),
+                 "path": "VolumeSegmenter" if variant.subject.family == OURS else "benchmark loop, same rule"}
         if done:
             entry |= {"total": summarize([r["total_ms"] for r in done]),
                       "stages_ms": {k: float(np.median([r["stages_ms"].get(k, 0.0) for r in done]))
@@ -329,7 +343,7 @@ def run_benchmark(settings: BenchSettings, log: Log = _log) -> Path:
     rows = timing_rows(variants, samples, macs, peaks) + impossible + skipped
     tasks.clear()  # their closures hold every loaded graph
     accuracy = phase("accuracy", lambda: accuracy_results(variants, settings, log))
-    release_anchor_graphs(variants)
+    release_anchor_graphs(variants, keep=ct_anchor_variants(variants, settings))
     ct = phase("3D CT case", lambda: ct_results(variants, rows, settings, log))
     cold = phase("cold starts", lambda: coldstart_results(variants, image, settings, work))
     machine["peak_fp32"]["measured_after"] = {t: measured_peak(t, side=settings.gemm_side) for t in threads}

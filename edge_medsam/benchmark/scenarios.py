@@ -6,10 +6,12 @@ postprocess) on synthetic CT with real prompts.
   anchors have no self-prompt and get one box (the challenge's 2D prompt).
 - Prompt: the decoder plus the mask's upsampling to 512 x 512 for B boxes on an already encoded image (the
   interactive case: encode once, then K prompts).
-- 3D CT (``run_ct_case``): the challenge baseline's protocol: per 3D box, the middle slice with the 2D box, then
-  slice by slice up and down to z_min / z_max, each slice prompted with the previous mask's box grown by 3 px
-  (the middle box where that mask is empty); every slice is encoded once (embedding cache), so the cost is
-  encoder x unique slices + decoder x (slice, box) pairs.
+- 3D CT: the protocol of ``edge-medsam predict --box3d``: per 3D box, the middle slice with the 2D box, then
+  slice by slice up and down within z_min..z_max, each slice prompted with the previous mask's box grown by 3 px,
+  stopping at the first empty slice; every slice is encoded once (embedding cache). Ours run the shipped
+  ``VolumeSegmenter`` itself (``run_volume_case``, on a Predictor of the variant's bundle); models without a bundle
+  (the anchors) run ``run_ct_case``, the same rule over the benchmark's pipeline (a test holds the two to the same
+  graph calls). The projection (``project_ct_case``) charges every slice of every z range: an upper bound.
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ import numpy as np
 from edge_medsam.benchmark.engines import Loaded
 from edge_medsam.benchmark.subjects import OURS, Subject
 from edge_medsam.data.prompts import box_from_mask
+from edge_medsam.io import Volume, slice_volume
 from edge_medsam.modalities import normalise_intensity
 from edge_medsam.preprocess import Geometry, logits_to_original, to_model_input
+from edge_medsam.runtime.volume import DEFAULT_MARGIN as MARGIN
 
-MARGIN = 3  # pixels the baseline adds around the previous slice's mask box
 StageCall = Callable[[], dict[str, float]]
 
 
@@ -159,11 +162,14 @@ def encoder_batch_call(pipeline: Pipeline, image: TestImage, batch: int) -> Stag
 # --- the 3D CT case ---------------------------------------------------------------------------------------------
 @dataclass
 class CTCase:
-    """A CT volume as slices (Z, H, W) in HU and 3D boxes [x_min, y_min, z_min, x_max, y_max, z_max]."""
+    """A CT volume as slices (Z, H, W) in HU with 3D boxes [x_min, y_min, z_min, x_max, y_max, z_max] on them, and
+    the same volume as the runtime reads one with the boxes in its voxel indices (i0, j0, k0, i1, j1, k1)."""
 
     slices: np.ndarray
     boxes: np.ndarray
     names: list[str]
+    volume: Volume
+    voxel_boxes: np.ndarray
 
     def counts(self) -> dict[str, int]:
         """Graph calls of the protocol: with the embedding cache, and the baseline's (one encoding per box and slice)."""
@@ -179,16 +185,21 @@ class CTCase:
 def ct_case(slices: int, size: int, boxes: int, seed: int = 0) -> CTCase:
     """A synthetic abdominal CT with the 3D boxes of its ``boxes`` largest objects (organs, bone, vessels)."""
     from edge_medsam.data.synth import generate_volume
+    from edge_medsam.runtime.interactor import SliceFrame
 
-    volume = generate_volume(seed, size=size, slices=slices)
-    stack = np.ascontiguousarray(np.moveaxis(volume.hounsfield, 2, 0))  # (k, i, j): one axial slice per k
-    labels = np.moveaxis(volume.labels, 2, 0)
+    generated = generate_volume(seed, size=size, slices=slices)
+    volume = Volume(generated.hounsfield, generated.affine, modality="ct", hounsfield=True)
     found = []
-    for obj in sorted(volume.objects, key=lambda o: -o.area)[:boxes]:
-        z, y, x = np.nonzero(labels == obj.label)
-        if z.size:
-            found.append(([x.min(), y.min(), z.min(), x.max(), y.max(), z.max()], obj.name))
-    return CTCase(stack, np.asarray([b for b, _ in found], np.float32), [n for _, n in found])
+    for obj in sorted(generated.objects, key=lambda o: -o.area)[:boxes]:
+        i, j, k = np.nonzero(generated.labels == obj.label)
+        if k.size:
+            found.append(([i.min(), j.min(), k.min(), i.max(), j.max(), k.max()], obj.name))
+    voxel = np.asarray([b for b, _ in found], np.int64).reshape(-1, 6)
+    # The slices as the runtime displays them, and the boxes on them, so both 3D paths see the same pixels.
+    stack = np.stack([slice_volume(volume, "axial", k).pixels for k in range(volume.shape[2])])
+    frame = SliceFrame(volume)
+    shown = np.asarray([frame.box3d(box) for box in voxel], np.float32).reshape(-1, 6)
+    return CTCase(stack, shown, [n for _, n in found], volume, voxel)
 
 
 def _grown(mask: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -197,7 +208,7 @@ def _grown(mask: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def run_ct_case(pipeline: Pipeline, case: CTCase) -> dict[str, Any]:
-    """Segment every 3D box of ``case`` with the baseline protocol; stage milliseconds and call counts."""
+    """Segment every 3D box of ``case`` with ``predict --box3d``'s rule over the pipeline; stage ms and call counts."""
     clock = _Clock()
     cache: dict[int, tuple[dict[str, np.ndarray], Geometry]] = {}
     height, width = case.slices.shape[1:]
@@ -222,16 +233,42 @@ def run_ct_case(pipeline: Pipeline, case: CTCase) -> dict[str, Any]:
 
     start = time.perf_counter_ns()
     for x0, y0, z0, x1, y1, z1 in case.boxes:
-        lo, hi, middle_box = int(z0), int(z1), np.array([x0, y0, x1, y1], np.float32)
+        lo, hi = int(z0), int(z1)
         middle = (lo + hi) // 2
-        first = segment(middle, middle_box)
-        for step, end in ((1, hi + 1), (-1, lo - 1)):
-            previous = first
-            for z in range(middle + step, end, step):
-                previous = segment(z, _grown(previous, height, width) if previous.any() else middle_box)
+        first = segment(middle, np.array([x0, y0, x1, y1], np.float32))
+        if not first.any():
+            continue
+        for step in (1, -1):
+            previous, z = first, middle + step
+            while lo <= z <= hi:
+                previous = segment(z, _grown(previous, height, width))
+                if not previous.any():
+                    break
+                z += step
     clock.lap("other")
     total = (time.perf_counter_ns() - start) / 1e6
     return {"total_ms": total, "stages_ms": clock.ms, "encoder_calls": len(cache), "decoder_calls": decoder_calls}
+
+
+def run_volume_case(variant: Variant, case: CTCase) -> dict[str, Any]:
+    """The 3D case through the shipped ``VolumeSegmenter`` on a Predictor of the variant's bundle (graphs loaded
+    before the clock starts); stage ms and graph calls."""
+    from edge_medsam.runtime import Predictor
+    from edge_medsam.runtime.volume import VolumeSegmenter
+
+    if variant.subject.bundle is None:
+        raise ValueError(f"{variant.subject.name} has no bundle for the runtime's VolumeSegmenter")
+    predictor = Predictor.from_bundle(variant.subject.bundle, backend=variant.backend, precision=variant.precision,
+                                      threads=variant.threads)
+    start = time.perf_counter_ns()
+    # Box propagation, the challenge baseline's protocol and all the anchors' loop can give (no mask prompt).
+    segmenter = VolumeSegmenter(predictor, case.volume, modality="ct", propagation="box")
+    result = segmenter.segment(boxes3d=case.boxes.tolist())
+    total = (time.perf_counter_ns() - start) / 1e6
+    stages = dict(result.latency_ms)
+    stages["other"] = max(0.0, total - sum(stages.values()))
+    return {"total_ms": total, "stages_ms": stages, "encoder_calls": result.encoder_runs,
+            "decoder_calls": predictor.decoder_runs, "labels": result.labels}
 
 
 def project_ct_case(counts: dict[str, int], image_stages: dict[str, float], prompt_stages: dict[str, float]) -> float:
