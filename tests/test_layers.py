@@ -15,7 +15,8 @@ import edge_medsam
 ROOT = Path(edge_medsam.__file__).parent
 # Lowest first. A top-level module or subpackage of edge_medsam belongs to exactly one layer.
 LAYERS: list[set[str]] = [
-    {"errors", "config_check", "versions", "modalities", "preprocess", "prompt_labels", "io", "metrics", "engine", "run_compare"},
+    {"errors", "config_check", "versions", "modalities", "preprocess", "prompt_labels", "io", "metrics", "engine",
+     "run_compare", "lazy"},
     {"data"},
     {"runtime"},
     {"models", "evaluation"},

@@ -5,8 +5,7 @@ Names load on first use, so the torch-free settings (``models.student.config``) 
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from edge_medsam.lazy import lazy_names
 
 _LAZY = {
     "Teacher": "teachers",
@@ -20,8 +19,4 @@ _LAZY = {
 
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f"edge_medsam.models.{_LAZY[name]}"), name)
+__getattr__ = lazy_names(__name__, _LAZY)

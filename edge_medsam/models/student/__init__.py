@@ -6,15 +6,10 @@ Names load on first use: ``config`` (StudentConfig, the presets) imports no torc
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from edge_medsam.lazy import lazy_names
 
 _LAZY = {"PRESETS": "config", "StudentConfig": "config", "student_preset": "config", "EdgeStudent": "model"}
 
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f"edge_medsam.models.student.{_LAZY[name]}"), name)
+__getattr__ = lazy_names(__name__, _LAZY)
