@@ -12,8 +12,7 @@ Names load on first use, so ``edge_medsam.runtime.manifest`` (the exporter's con
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from edge_medsam.lazy import lazy_names
 
 _LAZY = {
     "available_backends": "backends",
@@ -30,8 +29,4 @@ _LAZY = {
 
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f"edge_medsam.runtime.{_LAZY[name]}"), name)
+__getattr__ = lazy_names(__name__, _LAZY)
