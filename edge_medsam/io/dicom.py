@@ -25,6 +25,7 @@ from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRL
 
 from edge_medsam.errors import InputError
 from edge_medsam.io.dicom_header import drop_malformed
+from edge_medsam.io.dicom_stacks import check_single_stack
 from edge_medsam.io.files import (
     PathLike,
     check_finite,
@@ -398,7 +399,10 @@ def volume_from_frames(frames: Sequence[Frame], attrs: Sequence[Dataset], fallba
 
 
 def read_dicom_file_volume(path: PathLike, limits: ReadLimits | None = None) -> Volume:
-    """Read a multi-frame DICOM file (or one single-frame image as a one-slice volume) as a Volume."""
+    """Read a multi-frame DICOM file (or one single-frame image as a one-slice volume) as a Volume.
+
+    Enhanced CT/MR frames take their position, orientation, spacing and rescale from the functional groups; a file
+    whose frames are not one stack is refused (``check_single_stack``)."""
     limits = resolve_limits(limits)
     ds = read_dataset(path, limits)
     p = Path(path)
@@ -408,10 +412,11 @@ def read_dicom_file_volume(path: PathLike, limits: ReadLimits | None = None) -> 
         rows, cols = int(ds.Rows), int(ds.Columns)
         limits.check_2d(rows, cols, p)
         check_voxels((cols, rows, count), limits, p)
+        attrs = [frame_attributes(ds, f) for f in range(count)]
+        check_single_stack(ds, attrs, p)
         decoded = decode(ds, p)
         if count == 1:
             decoded = decoded[None]
-        attrs = [frame_attributes(ds, f) for f in range(count)]
         frames = [pixel_values(decoded[f], ds, attrs[f]) for f in range(count)]
         del decoded
         voxels, affine, window, meta, order = volume_from_frames(frames, attrs, range(count), p)

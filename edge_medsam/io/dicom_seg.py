@@ -143,8 +143,9 @@ def read_dicom_seg(path: PathLike, reference: Volume | Image2D) -> tuple[np.ndar
                                                        combine_segments=True)
         else:
             order = reference.meta.get("frame_order", list(range(reference.shape[2])))
+            # Frames after the last segmented one are omitted empty frames (omit_empty_frames), not missing data.
             frames = seg.get_pixels_by_source_frame(str(source[0].SOPInstanceUID), [i + 1 for i in order],
-                                                    combine_segments=True)
+                                                    combine_segments=True, assert_missing_frames_are_empty=True)
     except (KeyError, ValueError, RuntimeError) as err:
         raise InputError(f"the DICOM-SEG does not fit the reference series ({err})", path=p,
                          fix="give the series the segmentation was made for") from err
