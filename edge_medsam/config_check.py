@@ -31,6 +31,13 @@ def check_keys(given: Iterable[str], known: Iterable[str], where: str) -> None:
     raise InputError(f"unknown key{'s' * (len(unknown) > 1)} {names} in {where}", fix=fix)
 
 
+def check_choice(value: str, choices: Iterable[str], what: str) -> None:
+    """Raise the one-line error for a ``value`` not among ``choices``, suggesting the nearest one."""
+    choices = list(choices)
+    if value not in choices:
+        raise InputError(f"unknown {what} {value!r}", fix=_nearest(str(value), choices))
+
+
 def check_fields(cls: type, data: Any, where: str, taken: Iterable[str] = ()) -> None:
     """Check a mapping's keys against the fields of ``cls`` (less ``taken``: those the caller sets) and each
     value against its field's type (a mapping stands for a dataclass, a list for a tuple, an int for a float)."""

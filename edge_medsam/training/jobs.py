@@ -24,6 +24,7 @@ from edge_medsam.models.student.inherit import embedding_scale, inherit_sam_deco
 from edge_medsam.models.teachers import build_sam, load_teacher
 from edge_medsam.preprocess import PreprocessConfig
 from edge_medsam.recipes import DataSection, DistillStageSection, StudentSection, TeacherSection
+from edge_medsam.training.families import TEACHER_FAMILIES
 from edge_medsam.training.student_task import DistillationModel, DistillConfig, StudentDistillTask, stage_param_groups
 from edge_medsam.training.teacher_task import InteractiveConfig, InteractiveTeacherTask
 from edge_medsam.training.teacher_view import TeacherView
@@ -46,16 +47,6 @@ def _fit(model: torch.nn.Module, task: Any, dataset: SegmentationDataset, train:
     trainer = Trainer(model, task, dataset, config, out_dir, collate_fn=collate, param_groups=param_groups,
                       run_config=run_config)
     trainer.fit(resume=resume and trainer.checkpoint_path.exists())
-
-
-# Teacher families: family → "module:function" with train_teacher's signature (imported on use).
-TEACHER_FAMILIES: dict[str, str] = {
-    "sam": "edge_medsam.training.jobs:train_sam",
-    "syncsam": "edge_medsam.training.syncsam_job:train_syncsam",
-    "sam3d": "edge_medsam.training.sam3d_job:train_sam3d",
-    "ka2er": "edge_medsam.training.ka2er_job:train_ka2er",
-    "reference": "edge_medsam.training.reference_job:train_reference",
-}
 
 
 def train_teacher(section: TeacherSection, samples: list[Sample], out_dir: str | Path, *, seed: int = 0,
