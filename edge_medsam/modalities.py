@@ -112,10 +112,18 @@ def resolve_window(window: str | tuple[float, float] | None) -> tuple[float, flo
     return centre, width
 
 
+def _scale_clipped(values: np.ndarray, lo: float, width: float) -> np.ndarray:
+    """clip((values - lo) / width, 0, 1) in float32, in one buffer (the window is not linear: it runs before any
+    resize, at the image's own size)."""
+    out = values.astype(np.float32)
+    np.subtract(out, np.float32(lo), out=out)
+    np.divide(out, np.float32(width), out=out)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
 def apply_window(values: np.ndarray, centre: float, width: float) -> np.ndarray:
     """Map values through a linear window to float32 in [0, 1]."""
-    lo = centre - width / 2.0
-    return np.clip((values.astype(np.float32) - np.float32(lo)) / np.float32(width), 0.0, 1.0)
+    return _scale_clipped(values, centre - width / 2.0, width)
 
 
 def percentile_normalise(values: np.ndarray, percentiles: tuple[float, float] = PERCENTILES) -> np.ndarray:
@@ -123,7 +131,7 @@ def percentile_normalise(values: np.ndarray, percentiles: tuple[float, float] = 
     lo, hi = np.percentile(values, percentiles)
     if hi <= lo:
         return np.zeros(values.shape, np.float32)
-    return np.clip((values.astype(np.float32) - np.float32(lo)) / np.float32(hi - lo), 0.0, 1.0)
+    return _scale_clipped(values, lo, hi - lo)
 
 
 def _scale_by_depth(values: np.ndarray, source_dtype: np.dtype) -> np.ndarray:
@@ -131,7 +139,8 @@ def _scale_by_depth(values: np.ndarray, source_dtype: np.dtype) -> np.ndarray:
     if source_dtype == np.bool_:
         return values.astype(np.float32)
     if source_dtype == np.uint8:
-        return values.astype(np.float32) / 255.0
+        out = values.astype(np.float32)
+        return np.divide(out, np.float32(255.0), out=out)
     if np.issubdtype(source_dtype, np.floating) and values.min() >= 0.0 and values.max() <= 1.0:
         return values.astype(np.float32)
     return percentile_normalise(values)
@@ -148,6 +157,8 @@ def normalise_intensity(
 
     ``hounsfield`` says the values are Hounsfield units (CT from DICOM, NIfTI or the corpus); only then
     is a CT window applied, otherwise an already-windowed CT picture (8-bit PNG) is scaled like any grey image.
+    A grey result is one channel broadcast to three (a read-only view: ``to_model_input`` resizes it once; copy it
+    with ``np.array`` to write into it).
     """
     mod = get_modality(modality)
     arr = np.asarray(pixels)
@@ -173,6 +184,5 @@ def normalise_intensity(
         out = percentile_normalise(arr)
     else:
         out = _scale_by_depth(arr, source_dtype)
-    if out.ndim == 2:
-        out = np.repeat(out[..., None], 3, axis=2)
-    return np.ascontiguousarray(out, dtype=np.float32)
+    out = np.ascontiguousarray(out, dtype=np.float32)
+    return np.broadcast_to(out[..., None], (*out.shape, 3)) if out.ndim == 2 else out

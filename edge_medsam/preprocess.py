@@ -6,6 +6,12 @@ straight to ``size x size`` (MedSAM, SAM-Med2D). Resizing is a separable linear 
 ``out = Wy @ img @ Wx.T`` whose weight matrices are computed here once; the torch side
 (``edge_medsam.data.torch_preprocess``) applies the very same matrices, so both agree to float rounding.
 Downsampling uses an antialiasing triangle filter, upsampling plain bilinear interpolation (half-pixel centres).
+
+The numpy side applies each matrix through its non-zero band (a few taps per output pixel, float32, no BLAS, so
+no thread pool competing with the inference backend): the same weights, summed in another order, so the results
+equal the dense products to float32 rounding (tests/test_prepost.py). A grey image given as one channel broadcast
+to three (``normalise_intensity`` returns it so) is resized once; logits are resampled straight from the model
+frame to the original size, the padded part never touched.
 """
 
 from __future__ import annotations
@@ -118,6 +124,40 @@ def resize_weights(in_len: int, out_len: int) -> np.ndarray:
     return _resize_weights(int(in_len), int(out_len))
 
 
+@dataclass(frozen=True, eq=False)
+class Band:
+    """The non-zero band of a resampling matrix: ``out[o] = sum_k weights[o, k] * x[index[o, k]]``."""
+
+    index: np.ndarray  # (out_len, taps) int64
+    weights: np.ndarray  # (out_len, taps) float32, zero past a row's band
+
+    @classmethod
+    def of(cls, matrix: np.ndarray) -> Band:
+        """The band of an (out_len, in_len) matrix, its weights rounded to float32 as the dense product uses them."""
+        nonzero = matrix != 0
+        first = nonzero.argmax(axis=1)
+        stop = matrix.shape[1] - nonzero[:, ::-1].argmax(axis=1)
+        taps = first[:, None] + np.arange(int((stop - first).max()))
+        index = np.minimum(taps, matrix.shape[1] - 1)
+        weights = np.where(taps < stop[:, None], np.take_along_axis(matrix, index, axis=1), 0.0).astype(np.float32)
+        index.setflags(write=False)
+        weights.setflags(write=False)
+        return cls(index, weights)
+
+    def apply(self, x: np.ndarray, axis: int) -> np.ndarray:
+        """Resample float32 ``x`` along ``axis`` (fast when later axes remain: the taps sum over whole rows)."""
+        axis %= x.ndim
+        lead, rest = "abcdefgh"[:axis], "pqrstuvw"[: x.ndim - axis - 1]
+        gathered = np.take(x, self.index, axis=axis)
+        return np.einsum(f"ok,{lead}ok{rest}->{lead}o{rest}", self.weights, gathered)
+
+
+@lru_cache(maxsize=256)
+def resize_band(in_len: int, out_len: int) -> Band:
+    """The band of ``resize_weights(in_len, out_len)``."""
+    return Band.of(resize_weights(in_len, out_len))
+
+
 def _nearest_index(in_len: int, out_len: int) -> np.ndarray:
     return np.minimum(((np.arange(out_len) + 0.5) * (in_len / out_len)).astype(np.int64), in_len - 1)
 
@@ -133,36 +173,57 @@ def unpad_weights(geometry: Geometry, in_len: int, axis: int) -> np.ndarray:
     return resize_weights(kept, original) @ to_frame
 
 
+@lru_cache(maxsize=256)
+def unpad_band(geometry: Geometry, in_len: int, axis: int) -> Band:
+    """The band of ``unpad_weights(geometry, in_len, axis)``."""
+    return Band.of(unpad_weights(geometry, in_len, axis))
+
+
+def _resize_transposed(img: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(H, W[, C]) float32 → (width, height[, C]): rows first on the full image, the transpose on the smaller one."""
+    rows = resize_band(img.shape[0], height).apply(img, 0)
+    return resize_band(img.shape[1], width).apply(np.ascontiguousarray(rows.swapaxes(0, 1)), 0)
+
+
 def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """Resize an (H, W) or (H, W, C) float image to height x width (float32)."""
     img = np.asarray(image, np.float32)
-    wy = resize_weights(img.shape[0], height).astype(np.float32)
-    wx = resize_weights(img.shape[1], width).astype(np.float32)
-    out = np.tensordot(wy, img, axes=(1, 0))
-    out = np.tensordot(wx, out, axes=(1, 1)).swapaxes(0, 1)
-    return np.ascontiguousarray(out, dtype=np.float32)
+    return np.ascontiguousarray(_resize_transposed(img, height, width).swapaxes(0, 1))
 
 
 def to_model_input(image: np.ndarray, config: PreprocessConfig) -> tuple[np.ndarray, Geometry]:
-    """A [0, 1] (H, W, 3) image → the (1, 3, S, S) float32 model input and its geometry."""
+    """A [0, 1] (H, W, 3) image → the (1, 3, S, S) float32 model input and its geometry.
+
+    Three channels that are one broadcast channel (stride 0, as ``normalise_intensity`` gives grey images) are
+    resized once.
+    """
     img = np.asarray(image, np.float32)
     if img.ndim != 3 or img.shape[2] != 3:
         raise InputError(f"image of shape {img.shape} is not (H, W, 3)", fix="normalise it with normalise_intensity")
     geo = geometry_for(img.shape[0], img.shape[1], config.size, config.resize == "longest_side")
     new_h, new_w = geo.resized
-    resized = resize_image(img, new_h, new_w)
-    normalised = (resized - np.asarray(config.mean, np.float32)) / np.asarray(config.std, np.float32)
+    grey = img.strides[2] == 0
+    resized = _resize_transposed(img[..., 0] if grey else img, new_h, new_w)  # (w, h) or (w, h, 3)
     out = np.zeros((1, 3, config.size, config.size), np.float32)
-    out[0, :, :new_h, :new_w] = normalised.transpose(2, 0, 1)
+    for channel, (mean, std) in enumerate(zip(config.mean, config.std, strict=True)):
+        frame = out[0, channel, :new_h, :new_w]
+        np.subtract((resized if grey else resized[..., channel]).T, np.float32(mean), out=frame)
+        np.divide(frame, np.float32(std), out=frame)
     return out, geo
 
 
 def logits_to_original(logits: np.ndarray, geometry: Geometry) -> np.ndarray:
-    """Model-frame mask logits (..., h, w) at any square resolution → (..., H, W) in the original geometry."""
+    """Model-frame mask logits (..., h, w) at any square resolution → (..., H, W) in the original geometry.
+
+    Columns first, on the low-resolution side (its transpose is small), then rows, which leaves the result in
+    row-major order without a full-size transpose.
+    """
     arr = np.asarray(logits, np.float32)
-    wy = unpad_weights(geometry, arr.shape[-2], 0).astype(np.float32)
-    wx = unpad_weights(geometry, arr.shape[-1], 1).astype(np.float32)
-    return np.ascontiguousarray(np.matmul(np.matmul(wy, arr), wx.T), dtype=np.float32)
+    lead, (low_h, low_w) = arr.shape[:-2], arr.shape[-2:]
+    flat = np.ascontiguousarray(arr.reshape(-1, low_h, low_w).swapaxes(1, 2))  # (L, w, h)
+    cols = unpad_band(geometry, low_w, 1).apply(flat, 1)  # (L, W, h)
+    out = unpad_band(geometry, low_h, 0).apply(np.ascontiguousarray(cols.swapaxes(1, 2)), 1)  # (L, H, W)
+    return out.reshape(*lead, geometry.height, geometry.width)
 
 
 def labels_to_model(labels: np.ndarray, geometry: Geometry) -> np.ndarray:
