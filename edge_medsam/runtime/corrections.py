@@ -198,7 +198,7 @@ class CorrectionSession:
 
     def add_click(self, click: SliceClick) -> set[int]:
         """Correct the click's object on its slice and carry the correction to its neighbours; returns the slices
-        written (an empty set when nothing changed)."""
+        written (the clicked one and those the correction reached)."""
         label = self._check_label(click.label)
         index = self.segmenter.check_index(click.index, "click slice")
         self._check_pixel(click)
