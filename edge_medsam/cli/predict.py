@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from edge_medsam.cli.remarks import held_remarks, log_file
+from edge_medsam.cli.structure_prompts import structure_prompts
 from edge_medsam.errors import EdgeMedSAMError, InputError
 from edge_medsam.runtime.backends import BACKEND_CHOICES
 from edge_medsam.runtime.bundle import DEMO_BUNDLE
@@ -70,6 +71,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="a 2D box in pixels (repeat for several objects)")
     parser.add_argument("--box3d", nargs=6, type=float, action="append",
                         metavar=("X0", "Y0", "Z0", "X1", "Y1", "Z1"), help="a 3D box, MedSAM-on-Laptop order")
+    parser.add_argument("--prompts-from", type=Path, metavar="RTSTRUCT_OR_SEG",
+                        help="volumes: a 3D box per ROI of an RT Structure Set or segment of a DICOM-SEG drawn on the "
+                             "input series (objects 1, 2, ... in the file's order, named after them in the output)")
     parser.add_argument("--point", nargs="+", type=float, action="append", metavar="V",
                         help="x y label (2D) or x y z label (volumes); label 1 foreground, 0 background")
     parser.add_argument("--click3d", action="append", metavar="LABEL,I,J,K,+|-",
@@ -127,8 +131,8 @@ def _clicks3d(args: argparse.Namespace, path: Path) -> list[Click3D]:
 
 
 def _segment_image(predictor: Predictor, loaded: LoadedInput, args: argparse.Namespace) -> dict[str, Any]:
-    if args.box3d or args.click3d:
-        option = "--box3d" if args.box3d else "--click3d"
+    if args.box3d or args.click3d or args.prompts_from:
+        option = "--box3d" if args.box3d else "--click3d" if args.click3d else "--prompts-from"
         raise InputError(f"{option} was given for a 2D image", path=loaded.path,
                          fix="use --box x0 y0 x1 y1 and --point x y label")
     case_boxes = loaded.case.boxes if loaded.case is not None else None
@@ -176,11 +180,28 @@ def _segment_volume(predictor: Predictor, loaded: LoadedInput, args: argparse.Na
     segmenter = VolumeSegmenter(predictor, loaded.volume, axis=args.axis, modality=_modality(args.modality),
                                 window=args.window, cache_size=args.cache_size, margin=args.margin,
                                 propagation=args.propagation)
+    names: dict[int, str] = {}
+    if args.prompts_from is not None:
+        if args.box3d:
+            raise InputError("--box3d and --prompts-from were both given", path=loaded.path,
+                             fix="give the 3D boxes one way, not both")
+        boxes3d, names = structure_prompts(args.prompts_from, segmenter)
     if args.click3d:
         if by_slice:
             raise InputError("--point and --click3d were both given", path=loaded.path,
                              fix="give volume clicks as --click3d label,i,j,k,+|- only")
-        return _correct_volume(segmenter, boxes3d, _clicks3d(args, loaded.path))
+        done = _correct_volume(segmenter, boxes3d, _clicks3d(args, loaded.path))
+    else:
+        done = _propagate(segmenter, boxes3d, by_slice)
+    for item in done["objects"]:
+        if item["label"] in names:
+            item["name"] = names[item["label"]]
+    return done
+
+
+def _propagate(segmenter: VolumeSegmenter, boxes3d: list[list[float]], by_slice: dict[int, list[list[float]]]
+               ) -> dict[str, Any]:
+    """The 3D boxes and the slice clicks, each propagated through the volume."""
     prompts = [SlicePrompt(z, np.array([p[:2] for p in pts], np.float32), np.array([p[2] for p in pts], np.float32))
                for z, pts in by_slice.items()]
     result = segmenter.segment(boxes3d, prompts)
@@ -225,7 +246,7 @@ def process(predictor: Predictor, path: Path, args: argparse.Namespace, taken: s
     done = _segment_volume(predictor, loaded, args) if loaded.is_3d else _segment_image(predictor, loaded, args)
     labels = done.pop("labels")
     begin = time.perf_counter()
-    names = {o["label"]: f"object {o['label']}" for o in done["objects"]}
+    names = {o["label"]: o.get("name", f"object {o['label']}") for o in done["objects"]}
     written, fmt, note = write_output(args.out, labels, loaded, fmt, names, taken)
     latency = {"read": read_ms, **{k: v for k, v in done.pop("latency_ms").items() if k != "read"},
                "write": (time.perf_counter() - begin) * 1e3, "total": (time.perf_counter() - start) * 1e3}

@@ -29,12 +29,13 @@ def gt_boxes(truth: np.ndarray) -> dict[int, tuple[int, int, int, int, int, int]
 
 
 def _label_volume(path: Path, volume: Volume) -> np.ndarray:
-    """Labels on the volume's grid from a NIfTI / NRRD / DICOM-SEG file or a ground-truth .npz (key gts)."""
+    """Labels on the volume's grid from a NIfTI / NRRD / RTSTRUCT / DICOM-SEG file or a ground-truth .npz (key gts)."""
     p = existing_file(path)
     if sniff_format(p) == "zip" and is_npz(p):
         labels = np.ascontiguousarray(read_challenge_gts(p, volume.shape[::-1]).transpose(2, 1, 0))
     elif sniff_format(p) == "dicom":
-        labels, _ = optional_module("dicom_seg").read_dicom_seg(p, volume)
+        structures = optional_module("dicom_structures")  # an RTSTRUCT or a DICOM-SEG drawn on the series
+        labels, _ = structures.structure_labels(structures.read_dicom_structures(p, volume))
     else:
         read = read_volume(p)
         if read.shape != volume.shape or not np.allclose(read.affine, volume.affine, atol=1e-3):
