@@ -188,3 +188,39 @@ def test_predict_prompts_from_rtstruct_names_the_seg_segments_after_the_rois(cas
     assert main([*argv[:1], str(other), *argv[2:], "--prompts-from", str(rtstruct)]) == 1
     (line,) = capsys.readouterr().err.splitlines()[:1]
     assert "frame of reference" in line and "rtstruct.dcm" in line
+
+
+def _edited(path: Path, edit, out: Path) -> Path:
+    ds = pydicom.dcmread(path)
+    edit(ds)
+    ds.save_as(out)
+    return out
+
+
+def test_contours_off_the_slices_or_of_another_series_in_the_same_frame_are_refused(case, tmp_path):
+    volume, rtstruct = case
+
+    def half_a_slice_up(ds):
+        contour = ds.ROIContourSequence[1].ContourSequence[0]
+        points = np.asarray([float(v) for v in contour.ContourData]).reshape(-1, 3)
+        points[:, 2] += 1.5  # the slices are 3 mm apart
+        contour.ContourData = [f"{v:.4f}" for v in points.ravel()]
+
+    with pytest.raises(InputError, match="'Liver' has a contour that does not lie on a slice"):
+        read_dicom_structures(_edited(rtstruct, half_a_slice_up, tmp_path / "off.dcm"), volume)
+
+    def other_series(ds):
+        study = ds.ReferencedFrameOfReferenceSequence[0].RTReferencedStudySequence[0]
+        study.RTReferencedSeriesSequence[0].SeriesInstanceUID = generate_uid()
+
+    with pytest.raises(InputError, match=r"references series .*, not "):
+        read_dicom_structures(_edited(rtstruct, other_series, tmp_path / "series.dcm"), volume)
+
+    def other_images(ds):
+        del ds.ReferencedFrameOfReferenceSequence[0].RTReferencedStudySequence
+        for roi in ds.ROIContourSequence:
+            for contour in roi.ContourSequence:
+                contour.ContourImageSequence[0].ReferencedSOPInstanceUID = generate_uid()
+
+    with pytest.raises(InputError, match="none of them in series"):
+        read_dicom_structures(_edited(rtstruct, other_images, tmp_path / "images.dcm"), volume)
