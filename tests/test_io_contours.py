@@ -183,6 +183,11 @@ def test_predict_prompts_from_rtstruct_names_the_seg_segments_after_the_rois(cas
     for o in record["objects"]:
         assert int((labels == o["label"]).sum()) == o["voxels"]
     assert pydicom.dcmread(record["output"]).SegmentSequence[1].SegmentLabel == "Liver"
+    seg = write_dicom_seg(tmp_path / "seg.dcm", known_masks()["Ring"].astype(np.uint16), volume, {1: "Ring"})
+    assert main([*argv[:-1], str(tmp_path / "from_seg"), "--prompts-from", str(seg)]) == 0
+    (record,) = [json.loads(line) for line in (tmp_path / "from_seg" / "summary.jsonl").read_text().splitlines()]
+    assert [(o["label"], o["name"]) for o in record["objects"]] == [(1, "Ring")]
+    assert read_dicom_seg(record["output"], volume)[1] == {1: "Ring"}
     other = tmp_path / "other"
     series(other)
     assert main([*argv[:1], str(other), *argv[2:], "--prompts-from", str(rtstruct)]) == 1
