@@ -7,15 +7,8 @@ from __future__ import annotations
 
 from edge_medsam.lazy import lazy_names
 
-_LAZY = {
-    "Teacher": "teachers",
-    "TeacherFeatures": "teachers",
-    "TeacherProfile": "teachers",
-    "build_sam": "teachers",
-    "get_profile": "teachers",
-    "load_teacher": "teachers",
-    "sanitise_checkpoint": "sam.checkpoint",
-}
+_TEACHER_NAMES = ("Teacher", "TeacherFeatures", "TeacherProfile", "build_sam", "get_profile", "load_teacher")
+_LAZY = {**dict.fromkeys(_TEACHER_NAMES, "teachers"), "sanitise_checkpoint": "sam.checkpoint"}
 
 __all__ = sorted(_LAZY)
 
