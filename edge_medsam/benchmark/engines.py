@@ -27,6 +27,11 @@ Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 PRECISION_HINTS = {"fp32": "f32", "fp16": "f32", "int8": "f32", "bf16": "bf16"}  # OpenVINO inference precision
 
 
+def graph_files(precision: str) -> str:
+    """The precision of the graph files a row runs: bf16 is the FP32 graph computed in bf16."""
+    return "fp32" if precision == "bf16" else precision
+
+
 class Skipped(Exception):
     """This (subject, backend, precision) cannot run here; the message says why."""
 
@@ -105,7 +110,7 @@ def _onnxruntime(subject: Subject, graph: str, precision: str, threads: int) -> 
 def _openvino(subject: Subject, graph: str, precision: str, threads: int) -> Loaded:
     if importlib.util.find_spec("openvino") is None:
         raise Skipped("openvino is not installed")
-    graphs = "fp32" if precision == "bf16" else precision  # bf16 is the FP32 graph run in bf16
+    graphs = graph_files(precision)
     pair = subject.variants.get(("openvino", graphs)) or subject.variants.get(("onnx", graphs))
     if pair is None:
         raise Skipped(f"no {graphs} OpenVINO IR or ONNX graphs")

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from edge_medsam.benchmark import coldstart, compare, report
 from edge_medsam.benchmark.accuracy import measure_accuracy, measure_box_accuracy
-from edge_medsam.benchmark.engines import Loaded, Skipped, load_graph
+from edge_medsam.benchmark.engines import Loaded, Skipped, graph_files, load_graph
 from edge_medsam.benchmark.machine import describe_machine, load_average, machine_slug, measured_peak, theoretical_peak
 from edge_medsam.benchmark.macs import count_macs
 from edge_medsam.benchmark.scenarios import (
@@ -175,8 +175,8 @@ def timing_rows(variants: list[Variant], samples: dict[str, Any], macs: dict[str
             if "error" in row:
                 row["reason"] = row.pop("error")
             fmt = "openvino" if variant.backend == "openvino" else "onnx"
-            pair = (variant.subject.variants.get((fmt, variant.precision))
-                    or variant.subject.variants.get(("onnx", variant.precision)))
+            graphs = graph_files(variant.precision)
+            pair = variant.subject.variants.get((fmt, graphs)) or variant.subject.variants.get(("onnx", graphs))
             row["size_mb"] = round(pair.bytes / 1e6, 3) if pair and variant.backend != "pytorch" else None
             encoder = row.get("stages", {}).get("encoder", {}).get("p50")
             subject_macs = macs.get(variant.subject.name)
