@@ -20,10 +20,10 @@ import yaml
 from edge_medsam.compress.settings import ExportSettings
 from edge_medsam.config_check import check_choice, check_fields, from_mapping
 from edge_medsam.engine.config import TrainConfig
-from edge_medsam.errors import EdgeMedSAMError
+from edge_medsam.errors import EdgeMedSAMError, InputError
 from edge_medsam.models.student.config import preset_config
 from edge_medsam.training.configs import DistillConfig, InteractiveConfig
-from edge_medsam.training.families import NO_TEACHER, TEACHER_FAMILIES
+from edge_medsam.training.families import NO_TEACHER, TEACHER_FAMILIES, WITHOUT_OPTIONS
 
 BENCHMARK_MODES = ("quick", "full", "none")  # none: the pipeline skips the benchmark stage
 DEFAULT_BENCHMARK_MODE = "quick"
@@ -188,6 +188,9 @@ def _recipe(data: dict[str, Any]) -> Recipe:
 def _teacher(section: dict[str, Any]) -> TeacherSection:
     teacher = from_mapping(TeacherSection, section, "teacher")
     check_choice(teacher.family, [*TEACHER_FAMILIES, NO_TEACHER], "teacher family")
+    if teacher.options and teacher.family in WITHOUT_OPTIONS:
+        raise InputError(f"teacher.options {sorted(teacher.options)} are not read by teacher family {teacher.family!r}",
+                         fix="set arch, image_size, adapter or checkpoint in the teacher section, or remove options")
     from_mapping(InteractiveConfig, teacher.interactive, "teacher.interactive")
     TrainConfig.from_dict(teacher.train, "teacher.train")
     return teacher

@@ -73,6 +73,8 @@ def test_an_unknown_key_names_the_section_and_the_nearest_key(tmp_path, sections
     ({"benchmark": {"mode": "quick", "threads": 1}}, "threads=1 in benchmark is not a list"),
     ({"benchmark": {"mode": "quik"}}, "unknown benchmark mode 'quik' (fix: did you mean 'quick'?)"),
     ({"teacher": {"family": "syncsma"}}, "unknown teacher family 'syncsma' (fix: did you mean 'syncsam'?)"),
+    ({"teacher": {"family": "sam", "options": {"arch": "vit_b"}}}, "teacher.options ['arch'] are not read by teacher "
+     "family 'sam'"),
     ({"benchmark": {"mode": "quick", "bundles": ["b"]}}, "benchmark cannot set 'bundles'"),
     ({"distill": _stage(1, stage="decoupld")}, "unknown distillation stage 'decoupld'"),
     ({"distill": _stage(2, losses={"stage": "general"})}, "distill[2].losses cannot set 'stage'"),

@@ -11,3 +11,5 @@ TEACHER_FAMILIES: dict[str, str] = {
     "reference": "edge_medsam.training.reference_job:train_reference",
 }
 NO_TEACHER = "none"  # the student learns from ground truth alone (an ablation)
+# Families configured by the teacher section's own fields (arch, image_size, adapter, ...), not by its options.
+WITHOUT_OPTIONS = ("sam", NO_TEACHER)
