@@ -88,6 +88,10 @@ def write_rtstruct(path: Path, volume: Volume, masks: dict[str, np.ndarray]) -> 
     return path
 
 
+def masks_of(path: Path, volume: Volume) -> dict[str, np.ndarray]:
+    return {item.name: item.mask() for item in read_dicom_structures(path, volume)}
+
+
 def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 2.0 * np.count_nonzero(a & b) / (np.count_nonzero(a) + np.count_nonzero(b))
 
@@ -100,7 +104,7 @@ def case(tmp_path: Path) -> tuple[Volume, Path]:
 
 def test_rtstruct_contours_give_the_masks_back(case):
     volume, rtstruct = case
-    structures = read_dicom_structures(rtstruct, volume)
+    structures = masks_of(rtstruct, volume)
     assert list(structures) == ["Body", "Liver", "Ring"]
     for name, mask in known_masks().items():
         assert structures[name].shape == volume.shape and dice(structures[name], mask) >= 0.95, name
@@ -115,8 +119,11 @@ def test_labels_keep_the_smaller_of_overlapping_structures_and_boxes_cover_each(
     assert names == {1: "Body", 2: "Liver", 3: "Ring"}
     assert labels[18, 16, 2] == 2 and labels[30, 34, 3] == 3 and labels[24, 6, 0] == 1 and labels[0, 0, 0] == 0
     boxes = dict(structure_boxes(structures))
+    liver = known_masks()["Liver"]
     i0, j0, k0, i1, j1, k1 = boxes["Liver"]
-    assert (k0, k1) == (1, 3) and structures["Liver"][i0:i1 + 1, j0:j1 + 1, k0:k1 + 1].sum() == structures["Liver"].sum()
+    assert (i0, j0, k0, i1, j1, k1) == (12, 10, 1, 24, 22, 3) and liver[12:25, 10:23, 1:4].sum() == liver.sum()
+    assert [item.voxels for item in structures] == [int(m.sum()) for m in known_masks().values()]
+    assert structures[1].crop.shape == (13, 13, 3)  # kept as the crop to its box, not as a whole volume
 
 
 def test_a_structure_set_of_another_series_is_refused(case, tmp_path):
@@ -139,7 +146,7 @@ def test_the_projects_dicom_seg_reads_back_exactly(case, tmp_path):
     labels[masks["Liver"]] = 1
     labels[masks["Ring"]] = 2
     seg = write_dicom_seg(tmp_path / "seg.dcm", labels, volume, {1: "Liver", 2: "Ring"})
-    structures = read_dicom_structures(seg, volume)
+    structures = masks_of(seg, volume)
     assert list(structures) == ["Liver", "Ring"]
     np.testing.assert_array_equal(structures["Liver"], labels == 1)
     np.testing.assert_array_equal(structures["Ring"], labels == 2)
