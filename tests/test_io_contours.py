@@ -236,3 +236,9 @@ def test_contours_off_the_slices_or_of_another_series_in_the_same_frame_are_refu
 
     with pytest.raises(InputError, match="none of them in series"):
         read_dicom_structures(_edited(rtstruct, other_images, tmp_path / "images.dcm"), volume)
+
+
+def test_a_structure_set_given_as_the_image_says_where_it_goes(case):
+    _, rtstruct = case
+    with pytest.raises(InputError, match=r"RT Structure Set .*predict --prompts-from or eval --labels"):
+        read_volume(rtstruct)

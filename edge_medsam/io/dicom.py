@@ -98,7 +98,9 @@ def check_image_dataset(ds: Dataset, path: PathLike) -> None:
     modality = str(ds.get("Modality", "")).upper()
     if modality in _NON_IMAGES:
         raise InputError(f"is {_NON_IMAGES[modality]}, not an image", path=path,
-                         fix="give the image series it refers to")
+                         fix="give the image series it refers to" + (
+                             " (and this file to predict --prompts-from or eval --labels)"
+                             if modality in ("SEG", "RTSTRUCT") else ""))
     missing = [k for k in _REQUIRED if k not in ds]
     if not any(k in ds for k in PIXEL_KEYWORDS):
         missing.append("PixelData")
