@@ -33,6 +33,7 @@ from edge_medsam.serve.jobs import JobQueue
 from edge_medsam.serve.node import run_node
 
 ORTHANC = Path(os.environ.get("EDGE_MEDSAM_ORTHANC", "/usr/sbin/Orthanc"))
+DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")  # Debian's orthanc-dicomweb
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -53,9 +54,10 @@ def wait_for(check: Callable[[], Any], timeout: float = 60.0, what: str = "the c
 
 
 class Orthanc:
-    """One Orthanc process; ``stop()`` and ``start()`` keep its storage and ports."""
+    """One Orthanc process; ``stop()`` and ``start()`` keep its storage and ports. ``dicomweb``: with its DICOMweb
+    plugin at ``/dicom-web``."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, dicomweb: bool = False):
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.http_port, self.dicom_port = free_port(), free_port()
@@ -64,6 +66,8 @@ class Orthanc:
                   "HttpPort": self.http_port, "DicomPort": self.dicom_port, "DicomAet": "ORTHANC",
                   "RemoteAccessAllowed": False, "AuthenticationEnabled": False, "StableAge": 1, "Plugins": [],
                   "SaveJobs": False, "ConcurrentJobs": 1, "HttpThreadsCount": 8}
+        if dicomweb:
+            config |= {"Plugins": [str(DICOMWEB_PLUGIN)], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}}
         self.config = root / "orthanc.json"
         self.config.write_text(json.dumps(config))
         self.http = httpx.Client(base_url=self.url, timeout=30)
@@ -104,14 +108,19 @@ class Orthanc:
         return len(self.http.get("/series").json())
 
 
-@pytest.fixture(name="orthanc")
-def orthanc_server(tmp_path: Path) -> Iterator[Orthanc]:
-    """A running Orthanc of its own for one test."""
-    if not ORTHANC.is_file():
-        message = f"Orthanc is not installed ({ORTHANC}); apt-get install orthanc"
+def _require(path: Path, package: str) -> None:
+    """Skip without the Debian package, except under CI=true, where it fails (CI installs it)."""
+    if not path.is_file():
+        message = f"{path} is missing; apt-get install {package}"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
+
+
+@pytest.fixture(name="orthanc")
+def orthanc_server(tmp_path: Path) -> Iterator[Orthanc]:
+    """A running Orthanc of its own for one test."""
+    _require(ORTHANC, "orthanc")
     server = Orthanc(tmp_path / "orthanc")
     server.start()
     yield server
@@ -200,3 +209,15 @@ def all_finished(queue: JobQueue, uids: list[str]) -> bool:
 def copy_files(paths: list[Path], folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     return [Path(shutil.copy(p, folder / p.name)) for p in paths]
+
+
+@pytest.fixture(name="orthanc_dicomweb")
+def orthanc_dicomweb_server(tmp_path: Path) -> Iterator[Orthanc]:
+    """A running Orthanc with its DICOMweb plugin, for one test."""
+    _require(ORTHANC, "orthanc")
+    _require(DICOMWEB_PLUGIN, "orthanc-dicomweb")
+    server = Orthanc(tmp_path / "orthanc", dicomweb=True)
+    server.start()
+    yield server
+    server.stop(kill=True)
+    server.http.close()

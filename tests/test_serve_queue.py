@@ -123,7 +123,9 @@ def test_rules_pick_the_first_match_and_never_segment_non_images() -> None:
     ({"orthanc": {"url": "http://x"}, "rules": [{"prompt": "box"}]}, "is not one of self, skip"),
     ({"scp": {"allowed_ae_titles": ["A"]}}, "has no orthanc section"),
     ({"orthanc": {"url": "http://x"}, "scp": {}}, "allows no AE title"),
-    ({"destination": {"kind": "dicom"}}, "neither an orthanc nor an scp section"),
+    ({"destination": {"kind": "dicom"}}, "no orthanc, dicomweb or scp section"),
+    ({"dicomweb": {"url": "http://pacs/dicom-web"}, "destination": {"kind": "orthanc"}},
+     "stores SEGs by orthanc but has no orthanc section"),
     ({"orthanc": {"url": "http://x", "pol_seconds": 1}}, "did you mean 'poll_seconds'"),
 ])
 def test_config_mistakes_are_one_line(data: dict, words: str) -> None:

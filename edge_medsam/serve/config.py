@@ -29,6 +29,19 @@ class OrthancSettings:
 
 
 @dataclass(frozen=True)
+class DicomwebSettings:
+    """A DICOMweb archive (QIDO-RS, WADO-RS, STOW-RS at ``url``, e.g. Orthanc's ``/dicom-web``): polled every
+    ``poll_seconds`` for series; a series is queued once its instance count has not changed for ``stable_seconds``."""
+
+    url: str = "http://127.0.0.1:8042/dicom-web"
+    username: str | None = None
+    password: str | None = None
+    poll_seconds: float = 5.0
+    stable_seconds: float = 10.0
+    timeout_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
 class ScpSettings:
     """The C-STORE receiver: only calling AE titles in ``allowed_ae_titles`` are answered."""
 
@@ -41,7 +54,8 @@ class ScpSettings:
 
 @dataclass(frozen=True)
 class DestinationSettings:
-    """Where SEGs are stored: ``orthanc`` (REST upload to the orthanc section's url) or ``dicom`` (C-STORE)."""
+    """Where SEGs are stored: ``orthanc`` (REST upload to the orthanc section's url), ``dicomweb`` (STOW-RS to the
+    dicomweb section's url) or ``dicom`` (C-STORE)."""
 
     kind: str = "orthanc"
     host: str = "127.0.0.1"
@@ -81,14 +95,16 @@ class NodeSettings:
     health_port: int = 8089
     log: Path | None = None
     orthanc: OrthancSettings | None = None
+    dicomweb: DicomwebSettings | None = None
     scp: ScpSettings | None = None
     destination: DestinationSettings = field(default_factory=DestinationSettings)
     rules: list[Rule] = field(default_factory=lambda: [Rule()])
 
 
 PROMPTS = ("self", "skip")
-DESTINATIONS = ("orthanc", "dicom")
-_SECTIONS = {"orthanc": OrthancSettings, "scp": ScpSettings, "destination": DestinationSettings}
+DESTINATIONS = ("orthanc", "dicomweb", "dicom")
+_SECTIONS = {"orthanc": OrthancSettings, "dicomweb": DicomwebSettings, "scp": ScpSettings,
+             "destination": DestinationSettings}
 
 
 def _section(cls: type, data: Any, where: str) -> Any:
@@ -128,13 +144,15 @@ def settings_from_mapping(data: Any, base: Path, where: str = "the serve config"
     settings = NodeSettings(**data)
     if settings.destination.kind not in DESTINATIONS:
         raise InputError(f"destination kind {settings.destination.kind!r} in {where} is not one of "
-                         f"{', '.join(DESTINATIONS)}", fix="write kind: orthanc or kind: dicom")
-    if settings.destination.kind == "orthanc" and settings.orthanc is None:
-        raise InputError(f"{where} stores SEGs in Orthanc but has no orthanc section",
-                         fix="add orthanc: {url: http://127.0.0.1:8042}, or use destination kind: dicom")
-    if settings.orthanc is None and settings.scp is None:
-        raise InputError(f"{where} has neither an orthanc nor an scp section: no series can arrive",
-                         fix="add orthanc: {url: ...} to follow an Orthanc, or scp: {...} to receive C-STOREs")
+                         f"{', '.join(DESTINATIONS)}", fix="write kind: orthanc, kind: dicomweb or kind: dicom")
+    for kind in ("orthanc", "dicomweb"):
+        if settings.destination.kind == kind and getattr(settings, kind) is None:
+            raise InputError(f"{where} stores SEGs by {kind} but has no {kind} section",
+                             fix=f"add {kind}: {{url: ...}}, or use destination kind: dicom")
+    if settings.orthanc is None and settings.dicomweb is None and settings.scp is None:
+        raise InputError(f"{where} has no orthanc, dicomweb or scp section: no series can arrive",
+                         fix="add orthanc: {url: ...} or dicomweb: {url: ...} to follow an archive, or scp: {...} "
+                             "to receive C-STOREs")
     if settings.scp is not None and not settings.scp.allowed_ae_titles:
         raise InputError(f"the scp section of {where} allows no AE title, so no modality could send",
                          fix="list the senders' calling AE titles in scp: allowed_ae_titles: [...]")

@@ -1,9 +1,10 @@
-"""The node: the Orthanc change-feed follower, the C-STORE receiver and its stability sweeper, the workers and
-the health endpoint, started together and stopped together."""
+"""The node: the Orthanc change-feed follower, the DICOMweb poller, the C-STORE receiver and its stability sweeper,
+the workers and the health endpoint, started together and stopped together."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,14 +15,15 @@ from edge_medsam.runtime.bundle import DEMO_BUNDLE, open_bundle
 from edge_medsam.runtime.manifest import MANIFEST, sha256_file
 from edge_medsam.runtime.predictor import Predictor
 from edge_medsam.serve.config import NodeSettings
+from edge_medsam.serve.dicomweb import DicomwebArchive
 from edge_medsam.serve.jobs import JobQueue
 from edge_medsam.serve.logs import EventLog
 from edge_medsam.serve.orthanc import TRANSIENT, OrthancClient
 from edge_medsam.serve.rules import NOT_IMAGES
 from edge_medsam.serve.scp import StoreReceiver
-from edge_medsam.serve.sources import OrthancSource, ReceivedSource, SeriesSource
+from edge_medsam.serve.sources import DicomwebSource, OrthancSource, ReceivedSource, SeriesSource
 from edge_medsam.serve.status import HealthServer
-from edge_medsam.serve.store import DicomDestination, OrthancDestination
+from edge_medsam.serve.store import DicomDestination, DicomwebDestination, OrthancDestination
 from edge_medsam.serve.worker import Model, Worker
 
 MAX_FEED_BACKOFF_SECONDS = 30.0
@@ -71,6 +73,35 @@ def follow_orthanc(client: OrthancClient, queue: JobQueue, model: Model, setting
             stop.wait(wait)
 
 
+def follow_dicomweb(archive: DicomwebArchive, queue: JobQueue, model: Model, settings: NodeSettings,
+                    stop: threading.Event, log: EventLog) -> None:
+    """Queue every image series whose instance count stayed the same for ``stable_seconds`` between QIDO-RS polls.
+    While the archive is down, polls back off up to 30 s."""
+    poll, stable = settings.dicomweb.poll_seconds, settings.dicomweb.stable_seconds
+    seen: dict[str, tuple[int, float]] = {}  # series UID -> (instances, since when)
+    queued: set[str] = set()
+    wait = poll
+    while not stop.is_set():
+        try:
+            now = time.monotonic()
+            for entry in archive.series():
+                if entry.series_uid in queued or entry.tags.modality.upper() in NOT_IMAGES:
+                    continue
+                count, since = seen.get(entry.series_uid, (-1, now))
+                if count != entry.instances:
+                    seen[entry.series_uid] = (entry.instances, now)
+                elif now - since >= stable:
+                    queued.add(entry.series_uid)
+                    if queue.add(entry.series_uid, model.sha256, "dicomweb", entry.ref):
+                        log("series_queued", series_uid=entry.series_uid, source="dicomweb",
+                            modality=entry.tags.modality)
+            wait = poll
+        except ConnectionError as err:
+            log("dicomweb_unreachable", level="warning", reason=str(err), retry_in=wait)
+            wait = min(wait * 2, MAX_FEED_BACKOFF_SECONDS)
+        stop.wait(wait)
+
+
 def sweep_received(queue: JobQueue, stable_seconds: float, stop: threading.Event, log: EventLog) -> None:
     """Queue C-STORE series once they are stable."""
     while not stop.wait(SWEEP_SECONDS):
@@ -86,12 +117,15 @@ def run_node(settings: NodeSettings, stop: threading.Event, *, feeders: bool = T
     queue = open_queue(settings)
     model = load_model(settings)
     client = OrthancClient(settings.orthanc) if settings.orthanc else None
+    archive = DicomwebArchive(settings.dicomweb) if settings.dicomweb else None
     sources: dict[str, SeriesSource] = {"scp": ReceivedSource()}
     if client is not None:
         sources["orthanc"] = OrthancSource(client)
+    if archive is not None:
+        sources["dicomweb"] = DicomwebSource(archive)
     scp_title = settings.scp.ae_title if settings.scp else "EDGEMEDSAM"
-    destination = OrthancDestination(client) if settings.destination.kind == "orthanc" else \
-        DicomDestination(settings.destination, scp_title)
+    destination = {"orthanc": lambda: OrthancDestination(client), "dicomweb": lambda: DicomwebDestination(archive),
+                   "dicom": lambda: DicomDestination(settings.destination, scp_title)}[settings.destination.kind]()
     threads: list[threading.Thread] = []
     for i in range(settings.workers):
         predictor = Predictor.from_bundle(model.bundle, backend=settings.backend, threads=settings.threads)
@@ -102,6 +136,9 @@ def run_node(settings: NodeSettings, stop: threading.Event, *, feeders: bool = T
     if feeders and client is not None:
         threads.append(threading.Thread(target=follow_orthanc, args=(client, queue, model, settings, stop, log),
                                         name="orthanc-feed", daemon=True))
+    if feeders and archive is not None:
+        threads.append(threading.Thread(target=follow_dicomweb, args=(archive, queue, model, settings, stop, log),
+                                        name="dicomweb-feed", daemon=True))
     if feeders and settings.scp is not None:
         receiver = StoreReceiver(settings.scp, settings.storage / "received", queue, model.sha256, log)
         threads.append(threading.Thread(target=sweep_received, args=(queue, settings.scp.stable_seconds, stop, log),

@@ -1,4 +1,5 @@
-"""Where a job's series is read from: Orthanc (pulled into a scratch folder) or the C-STORE storage folder."""
+"""Where a job's series is read from: Orthanc or a DICOMweb archive (pulled into a scratch folder), or the C-STORE
+storage folder."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Protocol
 from pydicom import dcmread
 
 from edge_medsam.errors import InputError
+from edge_medsam.serve.dicomweb import DicomwebArchive
 from edge_medsam.serve.orthanc import OrthancClient
 from edge_medsam.serve.rules import SeriesTags
 
@@ -40,6 +42,30 @@ class OrthancSource:
         """Orthanc keeps the series; nothing to do."""
 
 
+class DicomwebSource:
+    """Series retrieved by WADO-RS (reference ``study/series``)."""
+
+    def __init__(self, archive: DicomwebArchive):
+        self.archive = archive
+
+    def open(self, ref: str, scratch: Path) -> tuple[SeriesTags, Path]:
+        folder = scratch / "series"
+        paths = self.archive.retrieve(ref, folder)
+        if not paths:
+            raise InputError(f"the archive returned no instance of series {ref.split('/', 1)[1]}",
+                             path=self.archive.url, fix="check that the series is still in the archive")
+        return _tags(paths[0]), folder
+
+    def release(self, ref: str) -> None:
+        """The archive keeps the series; nothing to do."""
+
+
+def _tags(path: Path) -> SeriesTags:
+    header = dcmread(path, stop_before_pixels=True)
+    return SeriesTags(str(header.get("Modality", "")), str(header.get("SeriesDescription", "")),
+                      str(header.get("BodyPartExamined", "")))
+
+
 class ReceivedSource:
     """Series the C-STORE receiver wrote, one folder each."""
 
@@ -49,9 +75,7 @@ class ReceivedSource:
         if not files:
             raise InputError("no instance of the series is left in the storage folder", path=folder,
                              fix="send the series again")
-        header = dcmread(files[0], stop_before_pixels=True)
-        return SeriesTags(str(header.get("Modality", "")), str(header.get("SeriesDescription", "")),
-                          str(header.get("BodyPartExamined", ""))), folder
+        return _tags(files[0]), folder
 
     def release(self, ref: str) -> None:
         shutil.rmtree(ref, ignore_errors=True)

@@ -1,4 +1,5 @@
-"""Where SEGs go: uploaded to Orthanc's REST API, or sent by C-STORE to a DICOM node."""
+"""Where SEGs go: uploaded to Orthanc's REST API, stored by STOW-RS in a DICOMweb archive, or sent by C-STORE to a
+DICOM node."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import SegmentationStorage
 
 from edge_medsam.serve.config import DestinationSettings
+from edge_medsam.serve.dicomweb import DicomwebArchive
 from edge_medsam.serve.orthanc import OrthancClient
 
 
@@ -29,6 +31,16 @@ class OrthancDestination:
 
     def store(self, seg: Path) -> None:
         self.client.upload(seg.read_bytes())
+
+
+class DicomwebDestination:
+    """STOW-RS the SEG to the archive."""
+
+    def __init__(self, archive: DicomwebArchive):
+        self.archive = archive
+
+    def store(self, seg: Path) -> None:
+        self.archive.store(seg)
 
 
 class DicomDestination:
