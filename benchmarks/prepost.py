@@ -203,7 +203,9 @@ def report(runtime: dict, split: dict, threads: list[int], rounds: int, reps: in
         f"{rounds} interleaved rounds x {reps} reps; each cell is the median over rounds of the per-round median "
         "(± half the interquartile range across rounds, in % of the median). \"before\" = the former "
         "implementation (commit b368920, dense float32 BLAS products, three-channel grey copy, unpadding matrices "
-        "rebuilt per call), kept in this script only; \"after\" = the package.", "",
+        "rebuilt per call), kept in this script only; \"after\" = the package. The former BLAS products also "
+        "wake OpenBLAS's thread pool (OPENBLAS_NUM_THREADS unset), whose spinning threads take cores from what runs "
+        "next: ONNX Runtime's encoder in the \"before\" rows, and the steps timed alone right after them.", "",
         "## The runtime's stages (ms) and the share of pre + post", "",
         "| image | threads | impl | normalise | preprocess | encoder | decoder | postprocess | total | (pre + post) / total |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
