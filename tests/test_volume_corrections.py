@@ -225,3 +225,30 @@ def test_undo_takes_back_clicks_boxes_and_slices(predictor: Predictor, ct: tuple
         assert session.undo()
         np.testing.assert_array_equal(session.labels, state)
     assert not session.undo() and session.objects == {}
+
+
+@pytest.mark.parametrize("propagation", ["box", "mask"])
+def test_propagation_carries_the_neighbour_s_logits_only_in_mask_mode(predictor: Predictor,
+                                                                    ct: tuple[Volume, np.ndarray],
+                                                                    monkeypatch: pytest.MonkeyPatch,
+                                                                    propagation: str) -> None:
+    volume, _ = ct
+    segmenter = VolumeSegmenter(predictor, volume, modality="ct", propagation=propagation)
+    given: dict[int, np.ndarray | None] = {}
+    mask = np.zeros((SIZE, SIZE), bool)
+    mask[20:30, 20:30] = True
+
+    def decode(index: int, *, box=None, points=None, labels=None, mask_input=None) -> SliceMask:
+        given[index] = mask_input
+        return SliceMask(mask, 0.9, np.full((1, 8, 8), float(index), np.float32), box)
+
+    monkeypatch.setattr(segmenter, "predict_slice", decode)
+    assert sorted(segmenter.segment_box3d([15, 15, 2, 35, 35, 6])) == [2, 3, 4, 5, 6]
+    assert given[4] is None  # the middle slice starts from the box alone
+    for index, neighbour in ((5, 4), (6, 5), (3, 4), (2, 3)):
+        if propagation == "mask":
+            np.testing.assert_array_equal(given[index], np.full((1, 8, 8), float(neighbour), np.float32))
+        else:
+            assert given[index] is None
+    with pytest.raises(InputError, match="unknown propagation"):
+        VolumeSegmenter(predictor, volume, modality="ct", propagation="memory")
