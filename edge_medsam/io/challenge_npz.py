@@ -36,7 +36,7 @@ from edge_medsam.io.files import (
     resolve_limits,
 )
 from edge_medsam.io.masks import label_array
-from edge_medsam.io.npz import LaptopCase
+from edge_medsam.io.npz import LaptopCase, member_shape
 from edge_medsam.io.types import ReadLimits, Volume
 
 BOX_KEYS = ("z_min", "z_max", "z_mid", "z_mid_x_min", "z_mid_y_min", "z_mid_x_max", "z_mid_y_max")
@@ -250,10 +250,7 @@ def read_challenge_npz(path: PathLike, limits: ReadLimits | None = None) -> Chal
             keys = {n[:-4] for n in zf.namelist() if n.endswith(".npy")}
             if "imgs" not in keys:
                 raise InputError(f"key 'imgs' is missing (keys: {', '.join(sorted(keys)) or 'none'})", path=p, fix=_FIX)
-            with zf.open("imgs.npy") as f:
-                major, _ = np.lib.format.read_magic(f)
-                header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-                shape, _, dtype = header(f)
+            shape, dtype = member_shape(zf, "imgs")
             if len(shape) != 3 or dtype.kind not in "uif":
                 raise InputError(f"key 'imgs' has shape {shape} and type {dtype}, not a (Z, Y, X) volume", path=p,
                                  fix=_FIX)

@@ -79,7 +79,7 @@ class LaptopCase:
                       meta={"format": "npz", "laptop_case": self, "orientation_assumed": True})
 
 
-def _member_shape(npz: zipfile.ZipFile, key: str) -> tuple[tuple[int, ...], np.dtype]:
+def member_shape(npz: zipfile.ZipFile, key: str) -> tuple[tuple[int, ...], np.dtype]:
     """Shape and dtype of one array from its .npy header, without decompressing the data."""
     with npz.open(f"{key}.npy") as f:
         major, _ = np.lib.format.read_magic(f)
@@ -91,7 +91,7 @@ def _member_shape(npz: zipfile.ZipFile, key: str) -> tuple[tuple[int, ...], np.d
 def _read_key(npz: zipfile.ZipFile, key: str, path: Path, max_items: int) -> np.ndarray:
     """One array, read without pickle after its header says it holds at most ``max_items`` numbers."""
     try:
-        shape, dtype = _member_shape(npz, key)
+        shape, dtype = member_shape(npz, key)
         if dtype.hasobject:  # object arrays need pickle, which is never allowed for files from outside
             raise InputError(f"key {key!r} holds Python objects, not numbers", path=path, fix=_FIX)
         if int(np.prod(shape, dtype=np.int64)) > max_items:
@@ -133,7 +133,7 @@ def read_laptop_npz(path: PathLike, limits: ReadLimits | None = None) -> LaptopC
             if "imgs" not in keys:
                 raise InputError(f"key 'imgs' is missing (keys: {', '.join(sorted(keys)) or 'none'})", path=p,
                                  fix=_FIX)
-            shape, dtype = _member_shape(zf, "imgs")
+            shape, dtype = member_shape(zf, "imgs")
             is_3d = len(shape) == 3 and shape[-1] != 3
             if len(shape) not in (2, 3) or dtype.kind not in "uif":
                 raise InputError(f"key 'imgs' has shape {shape} and type {dtype}", path=p, fix=_FIX)
