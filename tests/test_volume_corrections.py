@@ -252,3 +252,18 @@ def test_propagation_carries_the_neighbour_s_logits_only_in_mask_mode(predictor:
             assert given[index] is None
     with pytest.raises(InputError, match="unknown propagation"):
         VolumeSegmenter(predictor, volume, modality="ct", propagation="memory")
+
+
+def test_the_interactor_starts_from_a_previous_prediction(predictor: Predictor, ct: tuple[Volume, np.ndarray]) -> None:
+    volume, truth = ct
+    interactor = RuntimeInteractor(predictor, modality="ct")
+    interactor.start(volume)
+    previous = np.where(np.isin(truth, (1, 2)), truth, 0).astype(np.uint16)
+    np.testing.assert_array_equal(interactor.step({}, [], previous), previous)
+    k = int(np.flatnonzero((previous == 1).any(axis=(0, 1)))[3])
+    i, j = np.argwhere(previous[..., k] == 1)[0]
+    after = interactor.step({}, [Click3D(1, int(i), int(j), k, False)], previous)
+    assert ((after == 1) <= (previous == 1)).all()  # a negative click only removes
+    np.testing.assert_array_equal(after == 2, previous == 2)
+    interactor.start(volume)  # a new case forgets the previous one
+    assert not interactor.step({}, [], None).any()
