@@ -463,3 +463,15 @@ def test_the_demo_s_model_side_runs_without_torch(inputs: dict[str, Path], tmp_p
                            str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "out" / "edge-medsam-mask.png").is_file()
+
+
+def test_a_gzip_compressed_dicom_upload_is_read_as_dicom(tmp_path: Path) -> None:
+    import gzip
+
+    import pydicom.data
+
+    source = Path(pydicom.data.get_testdata_file("CT_small.dcm"))
+    packed = tmp_path / "ct.dcm.gz"
+    packed.write_bytes(gzip.compress(source.read_bytes()))
+    document = load_document([packed], ["ct.dcm.gz"], LIMITS, 10 * MB)
+    assert document.is_volume and document.from_dicom and document.description.startswith("DICOM ")

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from edge_medsam.errors import EdgeMedSAMError, InputError
 from edge_medsam.io import Image2D, ReadLimits, Volume, read_dicom_series, read_image, read_laptop_npz, read_volume
-from edge_medsam.io.files import is_npz, sniff_format
+from edge_medsam.io.files import is_npz
+from edge_medsam.io.gzipped import sniff
 
 VOLUME_KINDS = ("dicom", "nifti", "nrrd", "zip")  # zip: a zipped DICOM series (a .npz is told apart by its content)
 PNG, NIFTI, DICOM_SEG = "PNG", "NIfTI", "DICOM-SEG"
@@ -50,7 +51,7 @@ def _describe(document_kind: str, shape: Sequence[int], modality: str | None) ->
 
 
 def _read_one(path: Path, limits: ReadLimits) -> Document:
-    kind = sniff_format(path) if path.stat().st_size else None
+    kind = sniff(path) if path.stat().st_size else None  # gzip-compressed DICOM is "dicom" too
     if kind == "zip" and is_npz(path):
         case = read_laptop_npz(path, limits)
         if case.is_3d:
