@@ -116,8 +116,10 @@ class SlicePropagationInteractor(_SlicePropagation):
         self._segmenter: VolumeSegmenter | None = None
 
     def _open(self, volume: Volume) -> None:
+        # Box propagation, as the 2024 baseline and SegmenterSlicePropagation (the runtime's default now also
+        # carries the neighbour's logits: that is "ours", the CorrectionSession).
         self._segmenter = VolumeSegmenter(self.predictor, volume, axis=SLICING_AXIS, modality=self.modality,
-                                          cache_size=volume.shape[SLICING_AXIS])
+                                          cache_size=volume.shape[SLICING_AXIS], propagation="box")
 
     def _predict(self, k: int, box: np.ndarray | None, points: np.ndarray | None,
                  labels: np.ndarray | None) -> np.ndarray:
