@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pydicom
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder
@@ -120,13 +121,19 @@ def frame_attributes(ds: Dataset, index: int) -> Dataset:
     """The dataset as seen by frame ``index``: shared then per-frame functional groups overlaid on the top level.
 
     Enhanced (multi-frame) objects keep rescale, window, position and spacing in functional groups; flattening
-    them lets one code path (and pydicom's apply_modality_lut) serve classic and enhanced objects alike.
+    them lets one code path (and pydicom's apply_modality_lut) serve classic and enhanced objects alike. Classic
+    multi-frame grids (RT Dose, some NM) place frame ``index`` at ImagePositionPatient moved along the slice
+    normal by its GridFrameOffsetVector entry (relative to the first entry, which covers both of the standard's
+    conventions: offsets from 0, or absolute z for an axial grid).
     """
     groups = [seq[0] for seq in (ds.get("SharedFunctionalGroupsSequence"),) if seq]
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
     if per_frame and index < len(per_frame):
         groups.append(per_frame[index])
-    if not groups:
+    offsets = ds.get("GridFrameOffsetVector")
+    gridded = bool(offsets) and index < len(offsets) and number_of_frames(ds) > 1 and \
+        "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds
+    if not groups and not gridded:
         return ds
     flat = Dataset()
     for element in ds:
@@ -140,6 +147,13 @@ def frame_attributes(ds: Dataset, index: int) -> Dataset:
             if macro.VR == "SQ" and macro.value:
                 for element in macro.value[0]:
                     flat.add(element)
+    if gridded:
+        orientation = np.asarray(ds.ImageOrientationPatient, np.float64)
+        normal = np.cross(orientation[:3], orientation[3:])
+        shift = float(offsets[index]) - float(offsets[0])
+        position = np.asarray(ds.ImagePositionPatient, np.float64) + shift * normal
+        # A new element: the flattened view shares the others with ``ds``, which must not change.
+        flat["ImagePositionPatient"] = DataElement(0x00200032, "DS", [f"{v:.6f}" for v in position])
     return flat
 
 
