@@ -475,3 +475,12 @@ def test_a_gzip_compressed_dicom_upload_is_read_as_dicom(tmp_path: Path) -> None
     packed.write_bytes(gzip.compress(source.read_bytes()))
     document = load_document([packed], ["ct.dcm.gz"], LIMITS, 10 * MB)
     assert document.is_volume and document.from_dicom and document.description.startswith("DICOM ")
+
+
+def test_an_upload_of_two_series_asks_for_one_series_not_for_a_cli_flag(tmp_path: Path) -> None:
+    from test_io_dicom_media import two_series
+
+    ct, mr = two_series(tmp_path / "study")
+    with pytest.raises(InputError) as err:
+        load_document([*ct, *mr], [p.name for p in (*ct, *mr)], LIMITS, 10 * MB)
+    assert "2 series" in str(err.value) and "one series at a time" in str(err.value) and "--series" not in str(err.value)

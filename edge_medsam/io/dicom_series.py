@@ -40,7 +40,7 @@ from edge_medsam.io.zips import extract_zip
 MAX_FILES = 100_000
 _DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 _FOLDER_FIX = "give the folder that holds the .dcm files of one series (or a zip of it)"
-_PICK_FIX = "pick one with --series SeriesInstanceUID or SeriesNumber (in Python: read_volume(path, series=...))"
+PICK_SERIES_FIX = "pick one with --series SeriesInstanceUID or SeriesNumber (in Python: read_volume(path, series=...))"
 
 
 def _candidates(folder: Path) -> list[Path]:
@@ -118,9 +118,9 @@ def _choose_series(groups: dict[str, list[tuple[Path, Dataset]]], series: str | 
         return chosen[0]["series_instance_uid"], [d for d in found if d is not chosen[0]]
     if not chosen:
         raise InputError(f"holds no series {wanted!r}; it holds {len(found)}: {_listing(found)}", path=folder,
-                         fix=_PICK_FIX)
+                         fix=PICK_SERIES_FIX)
     if wanted is None:
-        raise InputError(f"holds {len(found)} series: {_listing(found)}", path=folder, fix=_PICK_FIX)
+        raise InputError(f"holds {len(found)} series: {_listing(found)}", path=folder, fix=PICK_SERIES_FIX)
     raise InputError(f"{len(chosen)} series have the number {wanted}: {_listing(chosen)}", path=folder,
                      fix="pick one by its SeriesInstanceUID")
 

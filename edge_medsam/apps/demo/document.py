@@ -15,6 +15,7 @@ from pathlib import Path
 
 from edge_medsam.errors import EdgeMedSAMError, InputError
 from edge_medsam.io import Image2D, ReadLimits, Volume, read_dicom_series, read_image, read_laptop_npz, read_volume
+from edge_medsam.io.dicom_series import PICK_SERIES_FIX
 from edge_medsam.io.files import is_npz
 from edge_medsam.io.gzipped import sniff
 
@@ -95,7 +96,9 @@ def load_document(paths: Sequence[str | Path], names: Sequence[str], limits: Rea
         return _read_one(files[0], limits) if len(files) == 1 else _read_series(files, limits)
     except EdgeMedSAMError as err:
         fix = err.fix
-        if fix and "EDGE_MEDSAM_MAX_" in fix:  # a size limit: the demo's own settings apply, not the variables
+        if fix == PICK_SERIES_FIX:  # the demo has no --series: one series per upload
+            fix = "upload the files (or a zip) of one series at a time"
+        elif fix and "EDGE_MEDSAM_MAX_" in fix:  # a size limit: the demo's own settings apply, not the variables
             fix = (f"crop or downsample it and upload it again (this demo takes up to {limits.max_side} pixels per "
                    f"side and {limits.max_voxels} voxels; restart it with a larger --max-side or "
                    "EDGE_MEDSAM_MAX_VOXELS for more)")
