@@ -36,7 +36,7 @@ from edge_medsam.io.files import (
     resolve_limits,
 )
 from edge_medsam.io.masks import label_array
-from edge_medsam.io.npz import LaptopCase, member_shape
+from edge_medsam.io.npz import LaptopCase, member_shape, npz_with_imgs
 from edge_medsam.io.types import ReadLimits, Volume
 
 BOX_KEYS = ("z_min", "z_max", "z_mid", "z_mid_x_min", "z_mid_y_min", "z_mid_x_max", "z_mid_y_max")
@@ -245,23 +245,14 @@ def read_challenge_npz(path: PathLike, limits: ReadLimits | None = None) -> Chal
     """Read and validate a challenge case (sizes checked from the headers before anything is decompressed)."""
     p = existing_file(path)
     limits = resolve_limits(limits)
-    try:
-        with zipfile.ZipFile(p) as zf:
-            keys = {n[:-4] for n in zf.namelist() if n.endswith(".npy")}
-            if "imgs" not in keys:
-                raise InputError(f"key 'imgs' is missing (keys: {', '.join(sorted(keys)) or 'none'})", path=p, fix=_FIX)
-            shape, dtype = member_shape(zf, "imgs")
-            if len(shape) != 3 or dtype.kind not in "uif":
-                raise InputError(f"key 'imgs' has shape {shape} and type {dtype}, not a (Z, Y, X) volume", path=p,
-                                 fix=_FIX)
-            check_voxels(shape, limits, p)
-            items = max(int(np.prod(shape, dtype=np.int64)), 64)
-            raw = {key: _read_member(zf, key, p, items) for key in sorted(keys)}
-    except ZIP_ERRORS as err:
-        if isinstance(err, InputError):
-            raise
-        raise InputError(f"not a readable .npz archive, truncated or corrupt ({err})", path=p,
-                         fix=f"copy the file again; {_FIX}") from err
+    with npz_with_imgs(p, _FIX) as (zf, keys):
+        shape, dtype = member_shape(zf, "imgs")
+        if len(shape) != 3 or dtype.kind not in "uif":
+            raise InputError(f"key 'imgs' has shape {shape} and type {dtype}, not a (Z, Y, X) volume", path=p,
+                             fix=_FIX)
+        check_voxels(shape, limits, p)
+        items = max(int(np.prod(shape, dtype=np.int64)), 64)
+        raw = {key: _read_member(zf, key, p, items) for key in sorted(keys)}
     imgs = raw["imgs"]
     check_finite(imgs, p, "key 'imgs'")
     case = ChallengeCase(imgs=imgs, spacing=_spacing(raw.get("spacing"), p), path=p)

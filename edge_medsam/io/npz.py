@@ -9,6 +9,8 @@ without the channel.
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,6 +90,24 @@ def member_shape(npz: zipfile.ZipFile, key: str) -> tuple[tuple[int, ...], np.dt
     return tuple(shape), dtype
 
 
+@contextmanager
+def npz_with_imgs(path: Path, fix: str) -> Iterator[tuple[zipfile.ZipFile, set[str]]]:
+    """The open .npz and its array names, ``imgs`` among them; a missing ``imgs`` or a damaged archive (also while
+    the caller reads it) is one InputError with ``fix``."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            keys = {n[:-4] for n in zf.namelist() if n.endswith(".npy")}
+            if "imgs" not in keys:
+                raise InputError(f"key 'imgs' is missing (keys: {', '.join(sorted(keys)) or 'none'})", path=path,
+                                 fix=fix)
+            yield zf, keys
+    except ZIP_ERRORS as err:
+        if isinstance(err, InputError):
+            raise
+        raise InputError(f"not a readable .npz archive, truncated or corrupt ({err})", path=path,
+                         fix=f"copy the file again; {fix}") from err
+
+
 def _read_key(npz: zipfile.ZipFile, key: str, path: Path, max_items: int) -> np.ndarray:
     """One array, read without pickle after its header says it holds at most ``max_items`` numbers."""
     try:
@@ -127,31 +147,21 @@ def read_laptop_npz(path: PathLike, limits: ReadLimits | None = None) -> LaptopC
     """Read and validate a MedSAM-on-Laptop .npz case; size limits are checked before decompressing."""
     p = existing_file(path)
     limits = resolve_limits(limits)
-    try:
-        with zipfile.ZipFile(p) as zf:
-            keys = {n[:-4] for n in zf.namelist() if n.endswith(".npy")}
-            if "imgs" not in keys:
-                raise InputError(f"key 'imgs' is missing (keys: {', '.join(sorted(keys)) or 'none'})", path=p,
-                                 fix=_FIX)
-            shape, dtype = member_shape(zf, "imgs")
-            is_3d = len(shape) == 3 and shape[-1] != 3
-            if len(shape) not in (2, 3) or dtype.kind not in "uif":
-                raise InputError(f"key 'imgs' has shape {shape} and type {dtype}", path=p, fix=_FIX)
-            if is_3d:
-                check_voxels(shape, limits, p)
-            else:
-                limits.check_2d(shape[0], shape[1], p)
-            items = max(int(np.prod(shape, dtype=np.int64)), 64)  # 64: room for boxes and spacing of tiny images
-            imgs = _read_key(zf, "imgs", p, items)
-            check_finite(imgs, p, "key 'imgs'")
-            gts = _read_key(zf, "gts", p, items) if "gts" in keys else None
-            boxes = _boxes(_read_key(zf, "boxes", p, items), is_3d, p) if "boxes" in keys else None
-            spacing = _read_key(zf, "spacing", p, items) if "spacing" in keys else None
-    except ZIP_ERRORS as err:
-        if isinstance(err, InputError):
-            raise
-        raise InputError(f"not a readable .npz archive, truncated or corrupt ({err})", path=p,
-                         fix=f"copy the file again; {_FIX}") from err
+    with npz_with_imgs(p, _FIX) as (zf, keys):
+        shape, dtype = member_shape(zf, "imgs")
+        is_3d = len(shape) == 3 and shape[-1] != 3
+        if len(shape) not in (2, 3) or dtype.kind not in "uif":
+            raise InputError(f"key 'imgs' has shape {shape} and type {dtype}", path=p, fix=_FIX)
+        if is_3d:
+            check_voxels(shape, limits, p)
+        else:
+            limits.check_2d(shape[0], shape[1], p)
+        items = max(int(np.prod(shape, dtype=np.int64)), 64)  # 64: room for boxes and spacing of tiny images
+        imgs = _read_key(zf, "imgs", p, items)
+        check_finite(imgs, p, "key 'imgs'")
+        gts = _read_key(zf, "gts", p, items) if "gts" in keys else None
+        boxes = _boxes(_read_key(zf, "boxes", p, items), is_3d, p) if "boxes" in keys else None
+        spacing = _read_key(zf, "spacing", p, items) if "spacing" in keys else None
     spatial = imgs.shape if is_3d else imgs.shape[:2]
     if gts is not None:
         if gts.shape != spatial:
