@@ -1,4 +1,5 @@
-"""Every real DICOM file pydicom and pydicom-data ship, through `edge-medsam predict` as one hospital batch: each
+"""Every real DICOM file pydicom and pydicom-data ship, through `edge-medsam predict` with the shipped bundle as one
+hospital batch (CI runs it in the torch-free environment too): each
 image pydicom can decode is segmented and written; DICOM-SEGs (masks) are pointed to --prompts-from; the files
 pydicom cannot decode (truncated, malformed headers, damaged streams) are segmented where the damage does not touch
 the pixels, else refused in one line naming the file. The figure this test prints is the README's."""
@@ -14,10 +15,10 @@ import pydicom
 import pytest
 from pydicom.data import DATA_ROOT, get_testdata_file
 from pydicom.data.data_manager import external_data_sources
-from runtime_bundle import cached_bundle
 
 from edge_medsam.cli import main
 from edge_medsam.io import read_volume
+from edge_medsam.runtime.bundle import DEMO_BUNDLE
 
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 
@@ -59,8 +60,7 @@ def test_every_decodable_real_dicom_image_is_segmented(tmp_path: Path, capsys: p
     kinds = {path: _classify(path) for path in files}
     images = [p for p, kind in kinds.items() if kind in ("decodable", "seg", "undecodable")]
     assert sum(kind == "decodable" for kind in kinds.values()) >= 100  # pydicom's and pydicom-data's images
-    main(["predict", *map(str, images), "--bundle", str(cached_bundle()), "--out", str(tmp_path), "--quiet",
-          "--threads", "1"])
+    main(["predict", *map(str, images), "--bundle", str(DEMO_BUNDLE), "--out", str(tmp_path), "--quiet"])
     stderr = capsys.readouterr().err
     records = {Path(r["input"]): r for r in map(json.loads, (tmp_path / "summary.jsonl").read_text().splitlines())}
     assert set(records) == set(images)
