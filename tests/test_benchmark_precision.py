@@ -6,7 +6,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edge_medsam.benchmark.engines import PRECISION_HINTS, _ort_options
-from edge_medsam.benchmark.precision import describe, onnx_compute, onnxruntime_compute, openvino_compute
+from edge_medsam.benchmark.precision import describe, onnx_compute, onnxruntime_session, openvino_compute
 
 
 def _conv_graph(path, quantized: bool, fp16: bool = False) -> None:
@@ -42,8 +42,8 @@ def test_onnxruntime_reports_integer_kernels_only_where_it_fused_the_qdq(tmp_pat
     pytest.importorskip("onnxruntime")
     _conv_graph(tmp_path / "fp32.onnx", quantized=False)
     _conv_graph(tmp_path / "int8.onnx", quantized=True)
-    assert onnxruntime_compute(tmp_path / "fp32.onnx", _ort_options(1)) == {"f32": 1}
-    assert onnxruntime_compute(tmp_path / "int8.onnx", _ort_options(1)) == {"i8": 1}
+    assert onnxruntime_session(tmp_path / "fp32.onnx", _ort_options(1))[1] == {"f32": 1}
+    assert onnxruntime_session(tmp_path / "int8.onnx", _ort_options(1))[1] == {"i8": 1}
     # The file itself holds a float Conv between Dequantize and Quantize: only the backend's graph says INT8.
     assert onnx_compute(onnx.load(str(tmp_path / "int8.onnx"))) == {"f32": 1}
 

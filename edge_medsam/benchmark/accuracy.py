@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from edge_medsam.benchmark.scenarios import Pipeline, Variant
-from edge_medsam.compress.parity import PROMPT_KINDS, ChainOutputs, dice, dice_scores, run_chain
+from edge_medsam.compress.parity import PROMPT_KINDS, ChainOutputs, dice_scores, run_chain
+from edge_medsam.metrics import dice
 
 
 def agreement(chain: ChainOutputs, reference: ChainOutputs) -> dict[str, float]:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_medsam.benchmark.precision import describe, onnxruntime_compute, openvino_compute
+from edge_medsam.benchmark.precision import describe, onnxruntime_session, openvino_compute
 from edge_medsam.benchmark.subjects import Subject, graph_inputs, graph_outputs
 
 BACKENDS = ("pytorch", "onnxruntime", "openvino", "tensorrt")
@@ -95,14 +95,13 @@ def _onnxruntime(subject: Subject, graph: str, precision: str, threads: int) -> 
     import onnxruntime as ort
 
     path = pair.encoder if graph == "encoder" else pair.decoder
-    session = ort.InferenceSession(str(path), _ort_options(threads), providers=["CPUExecutionProvider"])
+    session, computes = onnxruntime_session(path, _ort_options(threads))
     names = [o.name for o in session.get_outputs()]
     wanted = {i.name for i in session.get_inputs()}
 
     def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(names, session.run(names, {k: v for k, v in feeds.items() if k in wanted}), strict=True))
 
-    computes = onnxruntime_compute(path, _ort_options(threads))
     return Loaded(run, {"onnxruntime": ort.__version__, "providers": session.get_providers(), "note": pair.note,
                         "computes": computes, "computes_in": describe(computes)})
 

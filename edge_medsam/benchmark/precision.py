@@ -53,16 +53,16 @@ def onnx_compute(model: onnx.ModelProto) -> dict[str, int]:
     return dict(counts)
 
 
-def onnxruntime_compute(path: Path, options: Any) -> dict[str, int]:
-    """Heavy operations of the graph ONNX Runtime builds from ``path`` with these session options."""
+def onnxruntime_session(path: Path, options: Any) -> tuple[Any, dict[str, int]]:
+    """The ONNX Runtime session of ``path`` with these options, and the heavy operations of the graph it built
+    by the precision they compute in (the session writes its optimised graph once, while it is created)."""
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory(prefix="edge-medsam-ort-") as folder:
         optimised = Path(folder) / "optimised.onnx"
         options.optimized_model_filepath = str(optimised)
-        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        options.optimized_model_filepath = ""
-        return onnx_compute(onnx.load(str(optimised), load_external_data=False))
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return session, onnx_compute(onnx.load(str(optimised), load_external_data=False))
 
 
 def describe(counts: dict[str, int]) -> str:

@@ -20,6 +20,7 @@ import numpy as np
 from edge_medsam.compress.probes import Probe
 from edge_medsam.compress.runners import Runner
 from edge_medsam.errors import EdgeMedSAMError
+from edge_medsam.metrics import dice
 from edge_medsam.preprocess import logits_to_original
 from edge_medsam.runtime.decoder_feed import best_of_k, decoder_feed, self_prompt_points
 from edge_medsam.runtime.manifest import AUTO_MODALITY
@@ -43,12 +44,6 @@ class ChainOutputs:
     decoder: dict[str, list[dict[str, np.ndarray]]]  # prompt kind → per probe
     masks: dict[str, list[np.ndarray]]  # prompt kind → per probe [N, H, W] bool
     prompted_weight: float  # the self-prompt weight the box prompts were decoded with
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice of two boolean masks (1 when both are empty)."""
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
 
 
 def final_masks(outputs: dict[str, np.ndarray], probe: Probe) -> np.ndarray:
