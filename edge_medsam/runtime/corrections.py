@@ -104,8 +104,11 @@ class CorrectionSession:
             raise InputError(f"stop IoU {stop_iou} is outside (0, 1]", fix="give a threshold such as 0.98")
         self.segmenter = segmenter
         self.stop_iou = float(stop_iou)
-        volume = segmenter.volume
-        self._grid = Volume(np.zeros(volume.shape, np.uint16), volume.affine)
+        # Labels as displayed slices, one contiguous plane each (a volume's slicing axis is often its last, where
+        # a plane is strided across the whole array); the volume-shaped copy is brought up to date when read.
+        self._planes = np.zeros((segmenter.count, segmenter.height, segmenter.width), np.uint16)
+        self._labels = np.zeros(segmenter.volume.shape, np.uint16)
+        self._stale: set[int] = set()
         self.objects: dict[int, TrackedObject] = {}
         self.changed: set[int] = set()
         self._undo: list[_Undo] = []
@@ -116,7 +119,10 @@ class CorrectionSession:
     @property
     def labels(self) -> np.ndarray:
         """The current label volume (the session's own array: copy it to keep a step)."""
-        return self._grid.voxels
+        for index in self._stale:
+            insert_slice(self._labels, self._planes[index], self.segmenter.volume, self.segmenter.axis, index)
+        self._stale.clear()
+        return self._labels
 
     @property
     def steps(self) -> int:
@@ -138,14 +144,23 @@ class CorrectionSession:
         if labels.size and (labels.min() < 0 or labels.max() > np.iinfo(np.uint16).max):
             raise InputError("a label volume holds labels outside 0..65535", path=volume.path,
                              fix="give object labels as non-negative integers")
-        self._grid.voxels[...] = labels
+        self._labels[...] = labels
+        grid = Volume(self._labels, volume.affine)
+        for index in range(self.segmenter.count):
+            self._planes[index] = slice_volume(grid, self.segmenter.axis, index).pixels
+        self._stale.clear()
         self.objects = {int(label): TrackedObject(int(label)) for label in np.unique(labels) if label}
         self.changed = set(range(self.segmenter.count))
         self._undo.clear()
 
     def plane(self, index: int) -> np.ndarray:
         """The label map of slice ``index`` in display orientation (a copy)."""
-        return slice_volume(self._grid, self.segmenter.axis, index).pixels.copy()
+        return self._planes[index].copy()
+
+    def _put(self, index: int, plane: np.ndarray) -> None:
+        """Make ``plane`` the label map of slice ``index``."""
+        self._planes[index] = plane
+        self._stale.add(index)
 
     def add_box(self, label: int, box3d: Sequence[float]) -> set[int]:
         """Segment object ``label`` from a [x0, y0, z0, x1, y1, z1] box (replacing what it had); returns the slices
@@ -169,7 +184,7 @@ class CorrectionSession:
             return False
         last = self._undo.pop()
         for index, plane in last.planes.items():
-            insert_slice(self._grid.voxels, plane, self.segmenter.volume, self.segmenter.axis, index)
+            self._put(index, plane)
         self.objects = last.objects
         self.changed = set(last.planes)
         return True
@@ -183,12 +198,11 @@ class CorrectionSession:
     def _replace(self, obj: TrackedObject) -> set[int]:
         """Make ``obj`` (with its slices' predictions) the object of its label, clearing what it had."""
         self._begin()
-        across = tuple(a for a in range(3) if a != self.segmenter.array_axis)
-        for index in np.flatnonzero((self._grid.voxels == obj.label).any(axis=across)):
+        for index in np.flatnonzero((self._planes == obj.label).any(axis=(1, 2))):
             plane = self.plane(int(index))
             self._save(int(index), plane)
             plane[plane == obj.label] = 0
-            insert_slice(self._grid.voxels, plane, self.segmenter.volume, self.segmenter.axis, int(index))
+            self._put(int(index), plane)
             self.changed.add(int(index))
         self.objects[obj.label] = obj
         for index in sorted(obj.slices):
@@ -276,7 +290,7 @@ class CorrectionSession:
             kept |= found.mask & self._outbids(label, index, found, plane)
         plane[own & ~kept] = 0
         plane[kept] = label
-        insert_slice(self._grid.voxels, plane, self.segmenter.volume, self.segmenter.axis, index)
+        self._put(index, plane)
         return kept
 
     def _outbids(self, label: int, index: int, found: SliceMask, plane: np.ndarray) -> np.ndarray:
