@@ -118,7 +118,8 @@ class CorrectionSession:
 
     @property
     def labels(self) -> np.ndarray:
-        """The current label volume (the session's own array: copy it to keep a step)."""
+        """The current label volume (the session's own array, read only: the session writes its planes, not this;
+        copy it to keep a step)."""
         for index in self._stale:
             insert_slice(self._labels, self._planes[index], self.segmenter.volume, self.segmenter.axis, index)
         self._stale.clear()
